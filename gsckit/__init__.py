@@ -1,0 +1,87 @@
+"""gsckit: fast, quota-safe, crash-safe Google Search Console backfills into DuckDB.
+
+    report = await gsckit.backfill_async("sc-domain:example.com", "2026-06-01", "2026-06-30")
+    frame = gsckit.open("gsc.duckdb").frame(site="sc-domain:example.com")
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from .auth import CallableToken, Credentials, StaticToken
+from .config import EngineConfig, RetryPolicy, Timeouts
+from .coordinator import Report
+from .errors import (
+    ApiError,
+    BadRequest,
+    ConfigError,
+    CredentialsError,
+    DatabaseLocked,
+    GsckitError,
+    PermissionDenied,
+    RateLimited,
+    RunHalted,
+    ServerError,
+    SiteNotFound,
+    StoreError,
+    TransportError,
+    Unauthorized,
+)
+from .events import AuditLog, Event
+from .planner import Filter, Query, Slice, make_query, plan
+from .runner import backfill, backfill_async, run_sync
+from .store import Database
+
+try:
+    __version__ = version("gsckit")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0.0.0"
+
+
+def open(path: str = "gsc.duckdb") -> Database:  # noqa: A001 - the documented verb
+    """Open a gsckit DuckDB file for reading: ``gsckit.open("gsc.duckdb").frame()``."""
+    return Database(path)
+
+
+__all__ = [
+    "ApiError",
+    "AuditLog",
+    "BadRequest",
+    "CallableToken",
+    "ConfigError",
+    "Credentials",
+    "CredentialsError",
+    "Database",
+    "DatabaseLocked",
+    "EngineConfig",
+    "Event",
+    "Filter",
+    "GsckitError",
+    "PermissionDenied",
+    "Query",
+    "RateLimited",
+    "Report",
+    "RetryPolicy",
+    "RunHalted",
+    "ServerError",
+    "SiteNotFound",
+    "Slice",
+    "StaticToken",
+    "StoreError",
+    "Timeouts",
+    "TransportError",
+    "Unauthorized",
+    "__version__",
+    "backfill",
+    "backfill_async",
+    "make_query",
+    "open",
+    "plan",
+    "run_sync",
+]
+
+for _name in __all__:
+    _obj = globals()[_name]
+    if isinstance(_obj, type) or callable(_obj):
+        _obj.__module__ = "gsckit"
+del _name, _obj

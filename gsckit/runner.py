@@ -1,0 +1,127 @@
+"""The public entry points: ``backfill_async`` (await it) and ``backfill`` (call it anywhere).
+
+Everything that can be wrong with the input is checked here, in order, before the first request:
+the query, the engine settings, the credentials, then the database lock. ``backfill`` runs the
+coroutine with ``asyncio.run`` when no loop is running (scripts, the CLI) and, inside a notebook's
+running loop, through nest-asyncio2, cancelling the run cleanly if the cell is interrupted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+from collections.abc import Coroutine, Iterable
+from datetime import date
+from typing import Any, TypeVar
+
+from . import auth
+from .config import EngineConfig
+from .coordinator import Engine, Report
+from .events import AuditLog, Emitter, Listener
+from .planner import Filter, make_query, plan
+from .ratelimit import SlidingWindowLimiter
+from .client import Client
+from .store import Store
+
+T = TypeVar("T")
+
+
+async def backfill_async(
+    site: str | Iterable[str],
+    start: date | str,
+    end: date | str,
+    *,
+    dimensions: str | Iterable[str] | None = None,
+    search_type: str | Iterable[str] = "web",
+    data_state: str = "final",
+    filters: Iterable[Filter | str] = (),
+    db: str | os.PathLike[str] = "gsc.duckdb",
+    token: str | auth.TokenSource | auth.Credentials | None = None,
+    credentials: str | os.PathLike[str] | None = None,
+    config: EngineConfig | None = None,
+    max_concurrency: int | None = None,
+    qpm: int | None = None,
+    qpm_window_s: float | None = None,
+    base_url: str | None = None,
+    audit_log: str | os.PathLike[str] | None = None,
+    progress: bool | str = "auto",
+    listeners: Iterable[Listener] = (),
+    force: bool = False,
+    today: date | None = None,
+) -> Report:
+    """Backfill Search Analytics data for ``site`` from ``start`` to ``end`` into ``db``.
+
+    Days already committed are skipped (``force=True`` re-fetches them). Returns a
+    :class:`Report`; raises :class:`ConfigError` for bad input (nothing sent, nothing written) and
+    :class:`RunHalted` when an unrecoverable error stopped the run (completed days are kept).
+    """
+    query = make_query(site, start, end, dimensions=dimensions, search_type=search_type,
+                       data_state=data_state, filters=filters, today=today)
+    overrides = {k: v for k, v in (("max_concurrency", max_concurrency), ("qpm", qpm),
+                                   ("qpm_window_s", qpm_window_s), ("base_url", base_url))
+                 if v is not None}
+    cfg = dataclasses.replace(config or EngineConfig(), **overrides)
+    creds = auth.resolve(token, credentials)
+    slices = plan(query)
+    emitter = Emitter(listeners)
+    closers: list[Any] = []
+    store = Store(db)
+    try:
+        if audit_log is not None:
+            log = AuditLog(audit_log)
+            closers.append(log)
+            emitter.add(log)
+        display = _progress(progress)
+        if display is not None:
+            closers.append(display)
+            emitter.add(display)
+        done = set() if force else store.completed(slices)
+        todo = [s for s in slices if s.key not in done]
+        limiter = SlidingWindowLimiter(cfg.qpm, cfg.qpm_window_s)
+        async with Client(cfg, creds, limiter, emitter) as client:
+            engine = Engine(todo, config=cfg, client=client, store=store, emit=emitter,
+                            skipped=len(slices) - len(todo))
+            return await engine.run()
+    finally:
+        for closer in closers:
+            closer.close()
+        store.close()
+
+
+def backfill(*args: Any, **kwargs: Any) -> Report:
+    """Blocking :func:`backfill_async` (same arguments), usable in scripts and notebooks."""
+    return run_sync(backfill_async(*args, **kwargs))
+
+
+def run_sync(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` to completion from synchronous code, inside a running loop or not."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    import nest_asyncio2
+
+    nest_asyncio2.apply(loop)
+    task = loop.create_task(coro)
+    try:
+        return loop.run_until_complete(task)
+    except BaseException:
+        # a kernel interrupt lands here: cancel the engine so no worker lingers on the loop
+        if not task.done():
+            task.cancel()
+            try:
+                loop.run_until_complete(task)
+            except BaseException:
+                pass
+        raise
+
+
+def _progress(progress: bool | str) -> Any:
+    if progress is False or progress == "off":
+        return None
+    from .progress import Progress
+
+    if progress == "auto":
+        return Progress.auto()
+    return Progress()

@@ -1,0 +1,266 @@
+"""The DuckDB file: the ``search_analytics`` table, the slice ledger, and atomic day commits.
+
+A day slice is swapped in whole: one transaction deletes the slice's old rows, inserts the new
+ones and records the slice in ``gsckit_ledger`` (``INSERT OR REPLACE``). Rows therefore exist
+exactly when their ledger entry does, a re-fetch replaces (never duplicates, never leaves stale
+rows), and a crash loses at most uncommitted days. The store knows nothing of HTTP; it is used from
+one writer thread at a time.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import polars as pl
+
+from .errors import ConfigError, DatabaseLocked, StoreError
+from .parse import METRICS
+from .planner import Slice
+
+TABLE = "search_analytics"
+LEDGER = "gsckit_ledger"
+SCHEMA_VERSION = "1"
+_DDL = f"""
+CREATE TABLE IF NOT EXISTS {TABLE} (
+    site VARCHAR NOT NULL,
+    search_type VARCHAR NOT NULL,
+    dimensions VARCHAR NOT NULL,
+    filters VARCHAR NOT NULL,
+    date DATE NOT NULL,
+    hour TIMESTAMPTZ,
+    query VARCHAR,
+    page VARCHAR,
+    country VARCHAR,
+    device VARCHAR,
+    search_appearance VARCHAR,
+    clicks BIGINT NOT NULL,
+    impressions BIGINT NOT NULL,
+    ctr DOUBLE NOT NULL,
+    position DOUBLE NOT NULL,
+    data_state VARCHAR NOT NULL,
+    fetched_at TIMESTAMPTZ NOT NULL
+);
+CREATE TABLE IF NOT EXISTS {LEDGER} (
+    slice_key VARCHAR PRIMARY KEY,
+    site VARCHAR NOT NULL,
+    search_type VARCHAR NOT NULL,
+    dimensions VARCHAR NOT NULL,
+    filters VARCHAR NOT NULL,
+    date DATE NOT NULL,
+    data_state VARCHAR NOT NULL,
+    rows BIGINT NOT NULL,
+    pages INTEGER NOT NULL,
+    requests INTEGER NOT NULL,
+    duplicates INTEGER NOT NULL,
+    fetched_at TIMESTAMPTZ NOT NULL,
+    run_id VARCHAR NOT NULL
+);
+CREATE TABLE IF NOT EXISTS gsckit_meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL);
+"""
+_COLUMNS = ("site", "search_type", "dimensions", "filters", "date", "hour", "query", "page",
+            "country", "device", "search_appearance", "clicks", "impressions", "ctr", "position",
+            "data_state", "fetched_at")
+_LOCK_HOLDER = re.compile(r"Conflicting lock is held in (.+?) \(PID (\d+)\)")
+
+
+@dataclass(frozen=True)
+class Commit:
+    """What one slice commit wrote."""
+
+    rows: int
+    duplicates: int
+
+
+def _connect(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
+    old = os.umask(0o077)
+    try:
+        return duckdb.connect(str(path), read_only=read_only)
+    except duckdb.IOException as exc:
+        text = str(exc)
+        match = _LOCK_HOLDER.search(text)
+        if match:
+            raise DatabaseLocked(
+                f"database {str(path)!r} is locked by another process ({match.group(1)}, "
+                f"PID {match.group(2)}); close that notebook kernel or wait for its run to end"
+            ) from None
+        if "Could not set lock" in text:
+            raise DatabaseLocked(f"database {str(path)!r} is locked by another process") from None
+        raise StoreError(f"cannot open database {str(path)!r}: {text.splitlines()[0]}") from None
+    except duckdb.Error as exc:
+        raise StoreError(f"cannot open database {str(path)!r}: {str(exc).splitlines()[0]}"
+                         ) from None
+    finally:
+        os.umask(old)
+
+
+class Store:
+    """The single writer of one gsckit DuckDB file."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        if self.path.is_dir():
+            raise ConfigError(f"database path {str(self.path)!r} is a directory")
+        if not self.path.parent.exists():
+            raise ConfigError(f"folder {str(self.path.parent)!r} for the database does not exist")
+        self._con = _connect(self.path, read_only=False)
+        try:
+            self._con.execute(_DDL)
+            self._con.execute("INSERT OR IGNORE INTO gsckit_meta VALUES ('schema_version', ?)",
+                              [SCHEMA_VERSION])
+        except duckdb.Error as exc:
+            self._con.close()
+            raise StoreError(f"database {str(self.path)!r} is not usable: {exc}") from None
+        self._protect()
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.path)!r})"
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Checkpoint (fold the WAL into the file) and close."""
+        try:
+            self._con.execute("CHECKPOINT")
+        except duckdb.Error:
+            pass  # a failed final checkpoint leaves the WAL; the next open replays it
+        self._con.close()
+
+    def completed(self, slices: Iterable[Slice]) -> set[str]:
+        """Keys of ``slices`` already committed with the requested (or final) data state."""
+        wanted = {s.key: s.data_state for s in slices}
+        if not wanted:
+            return set()
+        rows = self._con.execute(
+            f"SELECT slice_key, data_state FROM {LEDGER} WHERE slice_key IN "
+            "(SELECT unnest(?::VARCHAR[]))", [list(wanted)]).fetchall()
+        return {key for key, state in rows if state == "final" or state == wanted[key]}
+
+    def commit_slice(self, piece: Slice, frame: pl.DataFrame, *, pages: int, requests: int,
+                     run_id: str) -> Commit:
+        """Replace ``piece``'s rows with ``frame`` and record it in the ledger, atomically."""
+        keys = [c for c in frame.columns if c not in METRICS]
+        before = frame.height
+        if keys and before:
+            frame = frame.unique(subset=keys, keep="first", maintain_order=True)
+        duplicates = before - frame.height
+        fetched_at = datetime.now(UTC)
+        rows = self._table_rows(piece, frame, fetched_at)
+        where = [piece.site, piece.search_type, piece.dimensions_key, piece.filters_key, piece.day]
+        con = self._con
+        con.execute("BEGIN TRANSACTION")
+        try:
+            con.execute(
+                f"DELETE FROM {TABLE} WHERE site = ? AND search_type = ? AND dimensions = ? "
+                "AND filters = ? AND date = ?", where)
+            if rows.height:
+                con.from_arrow(rows.__arrow_c_stream__()).insert_into(TABLE)
+            con.execute(
+                f"INSERT OR REPLACE INTO {LEDGER} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [piece.key, *where, piece.data_state, rows.height, pages, requests, duplicates,
+                 fetched_at, run_id])
+            con.execute("COMMIT")
+        except BaseException as exc:
+            con.execute("ROLLBACK")
+            if isinstance(exc, duckdb.Error):
+                raise StoreError(f"commit of {piece.key} failed: {exc}") from None
+            raise
+        self._protect()
+        return Commit(rows=rows.height, duplicates=duplicates)
+
+    def _table_rows(self, piece: Slice, frame: pl.DataFrame, fetched_at: datetime
+                    ) -> pl.DataFrame:
+        present = set(frame.columns)
+        consts: dict[str, Any] = {
+            "site": piece.site, "search_type": piece.search_type,
+            "dimensions": piece.dimensions_key, "filters": piece.filters_key, "date": piece.day,
+            "data_state": piece.data_state, "fetched_at": fetched_at,
+        }
+        types: dict[str, pl.DataType] = {"date": pl.Date(), "hour": pl.Datetime("us", "UTC"),
+                                         "fetched_at": pl.Datetime("us", "UTC")}
+        exprs = []
+        for col in _COLUMNS:
+            if col in present:
+                exprs.append(pl.col(col))
+            elif col in consts:
+                exprs.append(pl.lit(consts[col], dtype=types.get(col, pl.String())).alias(col))
+            else:
+                exprs.append(pl.lit(None, dtype=types.get(col, pl.String())).alias(col))
+        return frame.select(exprs)
+
+    def _protect(self) -> None:
+        for extra in (self.path.with_name(self.path.name + ".wal"),):
+            if extra.exists():
+                extra.chmod(0o600)
+
+
+class Database:
+    """Read access to a gsckit DuckDB file: polars frames, SQL and the completion status.
+
+    Every call opens and closes its own connection, so an idle notebook never holds the file lock
+    that a scheduled backfill needs.
+    """
+
+    def __init__(self, path: str | os.PathLike[str] = "gsc.duckdb") -> None:
+        self.path = Path(path)
+        if not self.path.exists():
+            raise ConfigError(f"database {str(self.path)!r} does not exist; run a backfill first")
+
+    def __repr__(self) -> str:
+        return f"Database({str(self.path)!r})"
+
+    def sql(self, query: str, params: Sequence[Any] | None = None) -> pl.DataFrame:
+        """Run any SQL against the file and return the result as a polars DataFrame."""
+        con = _connect(self.path, read_only=False)
+        try:
+            return pl.DataFrame(con.sql(query, params=list(params) if params else None))
+        except duckdb.Error as exc:
+            raise StoreError(str(exc).splitlines()[0]) from None
+        finally:
+            con.close()
+
+    def frame(self, site: str | None = None, *, start: date | str | None = None,
+              end: date | str | None = None, search_type: str | None = None,
+              dimensions: str | Sequence[str] | None = None) -> pl.DataFrame:
+        """Rows of ``search_analytics``, optionally narrowed to a site, a date range, a search
+        type and a dimension set; ordered by date then clicks."""
+        where, params = [], []
+        for column, value in (("site", site), ("search_type", search_type)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if dimensions is not None:
+            where.append("dimensions = ?")
+            params.append(dimensions if isinstance(dimensions, str) else ",".join(dimensions))
+        if start is not None:
+            where.append("date >= ?::DATE")
+            params.append(str(start))
+        if end is not None:
+            where.append("date <= ?::DATE")
+            params.append(str(end))
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        return self.sql(f"SELECT * FROM {TABLE}{clause} ORDER BY date, clicks DESC, query, page",
+                        params)
+
+    def status(self) -> pl.DataFrame:
+        """One row per stream: complete days, first and last day, rows, last fetch."""
+        return self.sql(
+            f"SELECT site, search_type, dimensions, filters, data_state, count(*) AS days, "
+            f"min(date) AS first_day, max(date) AS last_day, sum(rows) AS rows, "
+            f"max(fetched_at) AS last_fetched FROM {LEDGER} "
+            f"GROUP BY ALL ORDER BY site, search_type, dimensions, filters, data_state")
+
+    def days(self, site: str | None = None) -> pl.DataFrame:
+        """The ledger: one row per committed day slice."""
+        clause, params = ("", []) if site is None else (" WHERE site = ?", [site])
+        return self.sql(f"SELECT * FROM {LEDGER}{clause} ORDER BY site, date", params)
