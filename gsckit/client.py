@@ -207,6 +207,7 @@ class Client:
             self._log(piece, start_row, attempt, started, status, 0, _reason(error))
             if isinstance(error, Unauthorized) and not refreshed:
                 refreshed = True
+                self.retries += 1
                 await self.credentials.refresh()
                 continue
             if isinstance(error, RateLimited):
@@ -219,6 +220,7 @@ class Client:
                                                  "long-term load quota; re-run later to resume"))
                     paused = True
                     quota_streak = 0
+                    self.retries += 1
                     self._pause(piece.site, policy.quota_pause_s, _reason(error))
                     attempt = 0
                     continue
@@ -260,6 +262,10 @@ class Client:
         if until > self._paused_until.get(site, 0.0):
             self._paused_until[site] = until
             self._emit("pause", site=site, seconds=seconds, reason=reason)
+
+    def paused_until(self, site: str) -> float:
+        """Loop time at which ``site``'s quota pause ends (in the past if it is not paused)."""
+        return self._paused_until.get(site, 0.0)
 
     async def _wait_pause(self, site: str) -> None:
         loop = asyncio.get_running_loop()

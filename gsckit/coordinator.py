@@ -17,7 +17,7 @@ import itertools
 import time
 import uuid
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -124,6 +124,8 @@ class Engine:
         self.max_unpersisted = 0
         self._done = self._failed = self._rows = self._duplicates = 0
         self._failures: list[str] = []
+        self._timers: list[asyncio.TimerHandle] = []
+        self._committing: tuple[_SliceState, Future[Commit]] | None = None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gsckit-writer")
 
     @property
@@ -159,6 +161,9 @@ class Engine:
             halt_s = time.perf_counter() - halt.at
         finally:
             await asyncio.get_running_loop().run_in_executor(None, self._pool.shutdown, True)
+            self._settle_commit()
+            for timer in self._timers:
+                timer.cancel()
         self._emit_qpm()
         report = Report(
             run_id=self.run_id, slices=len(self._slices) + self._skipped, skipped=self._skipped,
@@ -202,6 +207,8 @@ class Engine:
                 continue
             if self._halted.is_set():
                 return
+            if self._park(state, start_row):
+                continue
             try:
                 page = await self.client.fetch_page(state.piece, start_row)
             except GsckitError as exc:
@@ -215,6 +222,16 @@ class Engine:
                 return
             state.requests += page.attempts
             await self._on_page(state, start_row, page.frame, page.rows)
+
+    def _park(self, state: _SliceState, start_row: int) -> bool:
+        """Set a paused site's batch aside until the pause ends, so workers serve other sites."""
+        loop = asyncio.get_running_loop()
+        resume = self.client.paused_until(state.piece.site)
+        if resume <= loop.time():
+            return False
+        item = (_CONTINUE, next(self._seq), state.piece.key, start_row)
+        self._timers.append(loop.call_at(resume, self._queue.put_nowait, item))
+        return True
 
     async def _on_page(self, state: _SliceState, start_row: int, frame: pl.DataFrame,
                        rows: int) -> None:
@@ -250,23 +267,36 @@ class Engine:
             self._all_done.set()
 
     async def _write(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             state = await self._commits.get()
+            future = self._pool.submit(self._commit, state)
+            self._committing = (state, future)
             try:
-                result = await loop.run_in_executor(self._pool, self._commit, state)
+                result = await asyncio.wrap_future(future)
             except StoreError as exc:
                 self._halted.set()
                 raise _Halt(exc) from None
-            self._done += 1
-            self._rows += result.rows
-            self._duplicates += result.duplicates
-            piece = state.piece
-            self._emit("slice_done", site=piece.site, day=piece.day,
-                       search_type=piece.search_type, rows=result.rows,
-                       pages=len(state.pages), requests=state.requests,
-                       duplicates=result.duplicates)
-            self._release(state)
+            self._committing = None
+            self._account(state, result)
+
+    def _settle_commit(self) -> None:
+        """Count a commit the writer thread finished while the run was being stopped."""
+        if self._committing is None:
+            return
+        state, future = self._committing
+        self._committing = None
+        if future.done() and not future.cancelled() and future.exception() is None:
+            self._account(state, future.result())
+
+    def _account(self, state: _SliceState, result: Commit) -> None:
+        self._done += 1
+        self._rows += result.rows
+        self._duplicates += result.duplicates
+        piece = state.piece
+        self._emit("slice_done", site=piece.site, day=piece.day, search_type=piece.search_type,
+                   rows=result.rows, pages=len(state.pages), requests=state.requests,
+                   duplicates=result.duplicates)
+        self._release(state)
 
     def _commit(self, state: _SliceState) -> Commit:
         assert state.end is not None

@@ -93,8 +93,8 @@ class Slice:
     def filters_key(self) -> str:
         if not self.filters:
             return ""
-        return json.dumps(sorted(f.to_api() for f in self.filters), sort_keys=True,
-                          separators=(",", ":"))
+        ordered = sorted(self.filters, key=lambda f: (f.dimension, f.operator, f.expression))
+        return json.dumps([f.to_api() for f in ordered], separators=(",", ":"))
 
     @cached_property
     def stream(self) -> tuple[str, str, str, str]:

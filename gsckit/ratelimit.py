@@ -1,0 +1,241 @@
+"""A sliding-window rate limiter: at most ``limit`` units in ANY window of ``window_s``, per key.
+
+Search Console allows 1,200 queries per minute per site and per user (credential), and a leaky
+bucket sized to that quota admits close to twice as many in one minute (``AsyncLimiter(1200, 60)``
+let 2,399 through), so gsckit schedules requests instead. Each :meth:`SlidingWindowLimiter.acquire`
+reserves one instant that suits every key it names (a site and its credential): no earlier than
+the previous reservation of each key plus the pacing interval ``window_s / limit``, and late enough
+that no key has more than ``limit`` units in the window ending there. Reservations are made in call
+order, so waiters are served first-in first-out; a cancelled waiter gives its reservation back.
+Admission uses the window widened by ``slack_s`` so that the server, which sees each request a
+little later and with jitter, still never counts more than ``limit`` in its own window. A window
+ending at ``t`` is the half-open interval ``(t - window, t]``. Standard library only, and no
+asyncio object is created outside ``acquire``, so a limiter may be built anywhere and used by any
+event loop; one limiter is meant for one event loop at a time (it is not thread-safe).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import operator
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Hashable, Iterable
+
+__all__ = ["SlidingWindowLimiter"]
+
+
+class _Slot:
+    """One reservation, shared by the deques of all its keys (removed by identity on cancel)."""
+
+    __slots__ = ("t", "units")
+
+    def __init__(self, t: float, units: int) -> None:
+        self.t = t
+        self.units = units
+
+
+class _KeyState:
+    """Per-key bookkeeping: reservations for admission, grants for :meth:`peak`."""
+
+    __slots__ = ("granted", "grants", "peak", "reserved", "slots")
+
+    def __init__(self) -> None:
+        self.slots: deque[_Slot] = deque()
+        self.reserved = 0
+        self.grants: deque[tuple[float, int]] = deque()
+        self.granted = 0
+        self.peak = 0
+
+
+class SlidingWindowLimiter:
+    """At most `limit` units in any `window_s` window, for each key, paced evenly, FIFO, cancellable.
+
+    ``slack_s`` (default ``min(1.0, 0.02 * window_s)``) widens the window used for admission;
+    ``clock`` and ``sleep`` must agree (``sleep(d)`` lets at least ``d`` pass on ``clock``) and
+    are injectable for tests. Usage::
+
+        limiter = SlidingWindowLimiter(960, 60.0)
+        await limiter.acquire(("site:sc-domain:example.com", "cred:1"))
+    """
+
+    __slots__ = (
+        "_admission",
+        "_clock",
+        "_interval",
+        "_keys",
+        "_limit",
+        "_sleep",
+        "_slack",
+        "_window",
+    )
+
+    def __init__(
+        self,
+        limit: int,
+        window_s: float = 60.0,
+        *,
+        slack_s: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        limit = operator.index(limit)
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
+        if not (window_s > 0 and math.isfinite(window_s)):
+            raise ValueError(f"window_s must be a positive number of seconds, got {window_s!r}")
+        slack = min(1.0, 0.02 * window_s) if slack_s is None else slack_s
+        if not (slack >= 0 and math.isfinite(slack)):
+            raise ValueError(f"slack_s must be a non-negative number of seconds, got {slack_s!r}")
+        self._limit = limit
+        self._window = float(window_s)
+        self._slack = float(slack)
+        self._admission = self._window + self._slack
+        self._interval = self._window / limit
+        self._clock = clock
+        self._sleep = sleep
+        self._keys: dict[Hashable, _KeyState] = {}
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(limit={self._limit}, window_s={self._window}, "
+            f"slack_s={self._slack})"
+        )
+
+    @property
+    def limit(self) -> int:
+        """Most units any key may be granted in one window."""
+        return self._limit
+
+    @property
+    def window_s(self) -> float:
+        """Length of the window the limit applies to, in seconds."""
+        return self._window
+
+    @property
+    def slack_s(self) -> float:
+        """Extra seconds added to the window when admitting, to absorb arrival jitter."""
+        return self._slack
+
+    @property
+    def interval_s(self) -> float:
+        """``window_s / limit``: the even pacing interval between single units of one key."""
+        return self._interval
+
+    async def acquire(self, keys: Iterable[Hashable], units: int = 1) -> float:
+        """Reserve ``units`` in the windows of all ``keys`` at one instant, wait for it, return the wait.
+
+        Raises ``ValueError`` if ``units`` is not in ``1..limit`` or ``keys`` is empty, and
+        ``TypeError`` if ``keys`` is a single string. If the wait is cancelled (or ``sleep``
+        fails), the reservation is removed from every key before the exception propagates.
+        """
+        units = operator.index(units)
+        if not 1 <= units <= self._limit:
+            raise ValueError(f"units must be 1..{self._limit}, got {units}")
+        states = self._states(keys)
+        start = self._clock()
+        slot = self._reserve(states, units, start)
+        try:
+            while (delay := slot.t - self._clock()) > 0:
+                await self._sleep(delay)
+        except BaseException:
+            self._release(states, slot)
+            raise
+        granted_at = self._clock()
+        self._record_grant(states, units, granted_at)
+        return granted_at - start
+
+    def used(self, key: Hashable, now: float | None = None) -> int:
+        """Units reserved for ``key`` in the window ``(now - window_s, now]`` (``now``: the clock).
+
+        Reservations in the future are not counted until their time; cancelled ones never are.
+        """
+        state = self._keys.get(key)
+        if state is None:
+            return 0
+        end = self._clock() if now is None else now
+        start = end - self._window
+        return sum(slot.units for slot in state.slots if start < slot.t <= end)
+
+    def peak(self, key: Hashable) -> int:
+        """Largest number of units granted to ``key`` in any window of ``window_s`` so far.
+
+        Measured over the times ``acquire`` returned, not the reserved times.
+        """
+        state = self._keys.get(key)
+        return 0 if state is None else state.peak
+
+    def _states(self, keys: Iterable[Hashable]) -> list[_KeyState]:
+        """The state of each distinct key, created on first use."""
+        if isinstance(keys, str | bytes):
+            raise TypeError("keys must be an iterable of keys, e.g. ('site:...', 'cred:...')")
+        unique = dict.fromkeys(keys)
+        if not unique:
+            raise ValueError("acquire needs at least one key")
+        states: list[_KeyState] = []
+        for key in unique:
+            state = self._keys.get(key)
+            if state is None:
+                state = self._keys[key] = _KeyState()
+            states.append(state)
+        return states
+
+    def _reserve(self, states: list[_KeyState], units: int, now: float) -> _Slot:
+        """Record ``units`` at the earliest instant that every key admits, and return the slot."""
+        horizon = now - self._admission
+        t = now
+        for state in states:
+            slots = state.slots
+            while slots and slots[0].t <= horizon:
+                state.reserved -= slots.popleft().units
+            if not slots:
+                continue
+            last = slots[-1]
+            t = max(t, last.t + self._interval * last.units)
+            excess = state.reserved + units - self._limit
+            if excess > 0:
+                t = max(t, self._free_after(slots, excess))
+        slot = _Slot(t, units)
+        for state in states:
+            state.slots.append(slot)
+            state.reserved += units
+        return slot
+
+    def _free_after(self, slots: deque[_Slot], excess: int) -> float:
+        """Earliest time at which the oldest reservations totalling ``excess`` units left the window.
+
+        The result ``t`` satisfies ``t - (window_s + slack_s) >= slot.t`` exactly in floating point,
+        so the half-open window ending at ``t`` no longer holds that slot.
+        """
+        oldest = iter(slots)
+        slot = next(oldest)
+        excess -= slot.units
+        while excess > 0:
+            slot = next(oldest)
+            excess -= slot.units
+        t = slot.t + self._admission
+        while t - self._admission < slot.t:
+            t = math.nextafter(t, math.inf)
+        return t
+
+    @staticmethod
+    def _release(states: list[_KeyState], slot: _Slot) -> None:
+        """Remove a reservation that will not be used from every key that still holds it."""
+        for state in states:
+            try:
+                state.slots.remove(slot)
+            except ValueError:
+                continue  # already pruned: the waiter overslept a whole window
+            state.reserved -= slot.units
+
+    def _record_grant(self, states: list[_KeyState], units: int, at: float) -> None:
+        """Log a grant at ``at`` for each key and update its peak over windows of ``window_s``."""
+        horizon = at - self._window
+        for state in states:
+            grants = state.grants
+            while grants and grants[0][0] <= horizon:
+                state.granted -= grants.popleft()[1]
+            grants.append((at, units))
+            state.granted += units
+            state.peak = max(state.peak, state.granted)

@@ -1,0 +1,74 @@
+"""The public surface: exports, the sync entry point in and out of a running loop, frames."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import polars as pl
+
+import gsckit
+
+from .conftest import SITE, TOKEN, day_range
+
+
+def test_all_is_sorted_complete_and_reports_the_gsckit_module():
+    public = {n for n in dir(gsckit) if not n.startswith("_")} - {
+        "annotations", "auth", "cli", "client", "config", "coordinator", "errors", "events",
+        "parse", "planner", "progress", "ratelimit", "runner", "store", "version",
+        "PackageNotFoundError", "sim"}
+    assert gsckit.__all__ == sorted(gsckit.__all__)
+    assert set(gsckit.__all__) - {"__version__"} == public
+    for name in gsckit.__all__:
+        obj = getattr(gsckit, name)
+        if isinstance(obj, type):
+            assert obj.__module__ == "gsckit", name
+
+
+def test_every_error_is_a_gsckit_error_with_an_exit_code():
+    for name in gsckit.__all__:
+        obj = getattr(gsckit, name)
+        if isinstance(obj, type) and issubclass(obj, Exception):
+            assert issubclass(obj, gsckit.GsckitError), name
+            assert obj.exit_code in (1, 2)
+    assert gsckit.ConfigError.exit_code == gsckit.DatabaseLocked.exit_code == 2
+    assert issubclass(gsckit.ConfigError, ValueError)
+
+
+def test_sync_backfill_without_a_loop_and_frames(thread_sim, tmp_path):
+    sim = thread_sim(rows_per_day=1_500)
+    days = day_range(15, 3)
+    db = tmp_path / "gsc.duckdb"
+    report = gsckit.backfill(SITE, days[0], days[-1], db=db, token=TOKEN,
+                             base_url=sim.base_url, progress=False)
+    assert report.ok and report.rows == 4_500
+    json.dumps(report.to_dict())
+    frame = gsckit.open(db).frame(site=SITE, start=days[1], end=days[1])
+    assert isinstance(frame, pl.DataFrame) and frame.height == 1_500
+    assert frame.schema["date"] == pl.Date and frame.schema["clicks"] == pl.Int64
+    assert frame["search_appearance"].null_count() == 1_500
+    assert frame["clicks"].to_list() == sorted(frame["clicks"].to_list(), reverse=True)
+    status = gsckit.open(db).status()
+    assert status.row(0, named=True)["days"] == 3
+
+
+def test_sync_backfill_inside_a_running_loop(thread_sim, tmp_path):
+    # a notebook cell: a loop is already running, so the plain call goes through nest-asyncio2
+    sim = thread_sim(rows_per_day=100)
+    days = day_range(15, 2)
+    script = textwrap.dedent(f"""
+        import asyncio, gsckit
+        async def cell():
+            report = gsckit.backfill({SITE!r}, {str(days[0])!r}, {str(days[1])!r},
+                                     db={str(tmp_path / 'nb.duckdb')!r}, token={TOKEN!r},
+                                     base_url={sim.base_url!r}, progress=False)
+            await asyncio.sleep(0)
+            print(report.done, report.rows, len(asyncio.all_tasks()))
+        asyncio.run(cell())
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["2", "200", "1"], "no task may outlive the run"

@@ -1,0 +1,384 @@
+"""Tests for gsckit.ratelimit: the sliding-window guarantee, pacing, FIFO, keys and cancellation.
+
+Almost every test runs on :class:`VirtualTime`, which parks each sleeping task and, once every task
+is parked, jumps the clock to the earliest deadline; hours of schedule run exactly in milliseconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import random
+import time
+from collections.abc import Coroutine, Hashable, Sequence
+from typing import Any
+
+import pytest
+
+from gsckit.ratelimit import SlidingWindowLimiter
+
+Grant = tuple[float, int]
+
+
+class VirtualTime:
+    """A virtual clock with an injectable ``sleep`` and a driver that steps the earliest sleeper."""
+
+    def __init__(self, start: float = 0.0) -> None:
+        self.now = start
+        self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._seq = itertools.count()
+        self._parked = 0
+        self._alive = 0
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, delay: float) -> None:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._sleepers, (self.now + delay, next(self._seq), future))
+        self._parked += 1
+        try:
+            await future
+        except asyncio.CancelledError:
+            if future.cancelled():
+                self._parked -= 1
+            raise
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """Start a task whose only waits are on this clock."""
+        task = asyncio.ensure_future(coro)
+        self._alive += 1
+        task.add_done_callback(self._finished)
+        return task
+
+    def _finished(self, _task: asyncio.Task[Any]) -> None:
+        self._alive -= 1
+
+    async def settle(self) -> None:
+        """Let every spawned task run until it is parked on the clock or done."""
+        for _ in range(1000):
+            await asyncio.sleep(0)
+            if self._parked == self._alive:
+                return
+        raise AssertionError("a task is waiting on something other than the virtual clock")
+
+    def _wake_next(self) -> bool:
+        while self._sleepers:
+            deadline, _, future = heapq.heappop(self._sleepers)
+            if future.done():
+                continue
+            self.now = max(self.now, deadline)
+            self._parked -= 1
+            future.set_result(None)
+            return True
+        return False
+
+    async def advance(self, to: float) -> None:
+        """Run every sleeper due by ``to`` in deadline order, then set the clock to ``to``."""
+        await self.settle()
+        while self._sleepers and self._sleepers[0][0] <= to:
+            self._wake_next()
+            await self.settle()
+        self.now = max(self.now, to)
+
+    async def run_all(self) -> None:
+        """Run until every spawned task is done."""
+        await self.settle()
+        while self._alive:
+            assert self._wake_next(), "tasks are alive but none is sleeping"
+            await self.settle()
+
+
+def max_in_window(grants: Sequence[Grant], window: float) -> int:
+    """Most units whose times fit in one closed window ``[a, a + window]`` (stricter than half-open)."""
+    ordered = sorted(grants)
+    best = total = first = 0
+    for t, units in ordered:
+        total += units
+        while ordered[first][0] < t - window:
+            total -= ordered[first][1]
+            first += 1
+        best = max(best, total)
+    return best
+
+
+async def saturate(
+    limiter: SlidingWindowLimiter,
+    vt: VirtualTime,
+    key_sets: Sequence[tuple[Hashable, ...]],
+    span: float,
+    units: int = 1,
+) -> dict[Hashable, list[Grant]]:
+    """One worker per key set, all starting at once, acquiring in a loop for ``span`` seconds."""
+    end = vt.now + span
+    grants: dict[Hashable, list[Grant]] = {}
+
+    async def worker(keys: tuple[Hashable, ...]) -> None:
+        while vt.now < end:
+            await limiter.acquire(keys, units)
+            for key in keys:
+                grants.setdefault(key, []).append((vt.now, units))
+
+    for keys in key_sets:
+        vt.spawn(worker(keys))
+    await vt.run_all()
+    return grants
+
+
+def test_max_in_window_counts_closed_windows() -> None:
+    assert max_in_window([(0.0, 1), (30.0, 1), (60.0, 1), (60.5, 1)], 60.0) == 3
+    assert max_in_window([(0.0, 5), (61.0, 5), (90.0, 2)], 60.0) == 7
+
+
+@pytest.mark.parametrize("units", [1, 5])
+async def test_4000_tasks_never_exceed_limit_in_any_window_and_keep_throughput(units: int) -> None:
+    vt = VirtualTime(start=12_345.678)
+    limiter = SlidingWindowLimiter(960, 60.0, clock=vt.clock, sleep=vt.sleep)
+    start = vt.now
+    grants = (await saturate(limiter, vt, [("cred:1",)] * 4000, 600.0, units))["cred:1"]
+
+    assert max_in_window(grants, 60.0) == 960
+    assert limiter.peak("cred:1") == 960
+    in_span = sum(u for t, u in grants if t < start + 600.0)
+    assert in_span >= 0.95 * 960 * 10
+    assert sum(u for _, u in grants) == in_span + 4000 * units  # each worker's last grant
+
+
+async def test_slack_keeps_jittered_arrivals_within_the_limit() -> None:
+    jitter = random.Random(7)
+    peaks: dict[float, tuple[int, int]] = {}
+    for slack in (1.0, 0.0):
+        vt = VirtualTime()
+        limiter = SlidingWindowLimiter(960, 60.0, slack_s=slack, clock=vt.clock, sleep=vt.sleep)
+        grants = (await saturate(limiter, vt, [("cred:1",)] * 1000, 300.0))["cred:1"]
+        arrivals = [(t + jitter.uniform(0.0, 0.5), u) for t, u in grants]
+        peaks[slack] = (limiter.peak("cred:1"), max_in_window(arrivals, 60.0))
+
+    assert peaks[1.0][0] == 960
+    assert peaks[1.0][1] <= 960
+    assert peaks[0.0][0] == 960  # exact over grant times (half-open windows) ...
+    assert peaks[0.0][1] > 960  # ... but the server, seeing jittered arrivals, would count more
+
+
+async def test_sites_sharing_a_credential_and_a_site_shared_by_credentials() -> None:
+    vt = VirtualTime()
+    limiter = SlidingWindowLimiter(10, 60.0, clock=vt.clock, sleep=vt.sleep)
+    key_sets = (
+        [("site:A", "cred:1")] * 30 + [("site:B", "cred:1")] * 30 + [("site:A", "cred:2")] * 30
+    )
+    grants = await saturate(limiter, vt, key_sets, 600.0)
+
+    for key in ("site:A", "site:B", "cred:1", "cred:2"):
+        assert max_in_window(grants[key], 60.0) <= 10, key
+        assert limiter.peak(key) <= 10, key
+    assert max_in_window(grants["cred:1"], 60.0) == 10
+    assert max_in_window(grants["site:A"], 60.0) == 10
+    in_span = [t for t, _ in grants["site:A"] if t < 600.0]
+    assert len(in_span) >= 0.95 * 10 * 10  # site A is the bottleneck and stays busy
+
+
+async def test_keys_are_independent() -> None:
+    vt = VirtualTime()
+    limiter = SlidingWindowLimiter(10, 60.0, clock=vt.clock, sleep=vt.sleep)
+    for _ in range(25):
+        vt.spawn(limiter.acquire(("site:B", "cred:2")))
+    await vt.advance(1.0)
+    assert limiter.used("site:B", now=54.0) == 10  # B's window is full, and booked beyond
+
+    assert await limiter.acquire(("site:A", "cred:1")) == 0.0
+    same_credential = vt.spawn(limiter.acquire(("site:A", "cred:2")))
+    await vt.run_all()
+    assert same_credential.result() > 120.0
+    assert limiter.used("site:A", now=1.0) == 1
+
+
+async def test_one_reservation_time_for_all_keys() -> None:
+    vt = VirtualTime()
+    limiter = SlidingWindowLimiter(2, 60.0, clock=vt.clock, sleep=vt.sleep)
+    await limiter.acquire(("site:A", "cred:1"))
+    vt.spawn(limiter.acquire(("site:A", "cred:1")))
+    await vt.advance(30.0)
+    waiter = vt.spawn(limiter.acquire(("site:A", "cred:2")))
+    await vt.settle()
+
+    assert limiter.used("cred:2", now=60.9) == 0  # no credential slot held while site A is full
+    assert limiter.used("cred:2", now=61.0) == 1
+    await vt.run_all()
+    assert waiter.result() == 31.0
+
+
+async def test_pacing_is_even_and_scales_with_batch_size() -> None:
+    vt = VirtualTime(start=5_000.0)
+    limiter = SlidingWindowLimiter(960, 60.0, clock=vt.clock, sleep=vt.sleep)
+    sizes = [1, 4, 1, 9, 2, 1, 7] * 30
+    grants: list[Grant] = []
+
+    async def one(units: int) -> None:
+        await limiter.acquire(["cred:1"], units)
+        grants.append((vt.now, units))
+
+    for units in sizes:
+        vt.spawn(one(units))
+    await vt.run_all()
+
+    assert limiter.interval_s == 0.0625
+    assert grants[0][0] == 5_000.0
+    for (t0, u0), (t1, _) in itertools.pairwise(grants):
+        assert t1 - t0 >= limiter.interval_s * u0 - 1e-9
+    assert grants[-1][0] - grants[0][0] >= limiter.interval_s * (sum(sizes) - sizes[-1]) - 1e-6
+
+
+async def test_grants_follow_call_order_for_one_key() -> None:
+    vt = VirtualTime()
+    limiter = SlidingWindowLimiter(20, 10.0, clock=vt.clock, sleep=vt.sleep)
+    sizes = [12, 1, 20, 3, 1, 1, 17, 2] * 40
+    order: list[int] = []
+
+    async def one(index: int, units: int) -> None:
+        await limiter.acquire(["k"], units)
+        order.append(index)
+
+    for index, units in enumerate(sizes):
+        vt.spawn(one(index, units))
+    await vt.run_all()
+    assert order == list(range(len(sizes)))
+
+
+async def test_cancelling_the_last_waiter_gives_its_slot_to_the_next_caller() -> None:
+    vt = VirtualTime()
+    limiter = SlidingWindowLimiter(4, 60.0, clock=vt.clock, sleep=vt.sleep)
+    first, second, third = (vt.spawn(limiter.acquire(["k"])) for _ in range(3))
+    await vt.advance(5.0)
+    assert limiter.used("k", now=30.0) == 3
+
+    third.cancel()
+    await vt.settle()
+    assert third.cancelled()
+    assert limiter.used("k", now=30.0) == 2
+    fourth = vt.spawn(limiter.acquire(["k"]))
+    await vt.run_all()
+    assert [first.result(), second.result(), fourth.result()] == [0.0, 15.0, 25.0]
+    assert limiter.used("k", now=30.0) == 3
+
+
+async def test_cancelling_a_middle_waiter_frees_window_capacity_on_every_key() -> None:
+    vt = VirtualTime()
+    limiter = SlidingWindowLimiter(4, 60.0, slack_s=1.0, clock=vt.clock, sleep=vt.sleep)
+    keys = ("site:A", "cred:1")
+    tasks = [vt.spawn(limiter.acquire(keys)) for _ in range(4)]  # reserved at 0, 15, 30, 45
+    await vt.advance(5.0)
+
+    tasks[1].cancel()
+    await vt.settle()
+    assert limiter.used("site:A", now=45.0) == 3
+    assert limiter.used("cred:1", now=45.0) == 3
+    late = vt.spawn(limiter.acquire(keys))
+    await vt.run_all()
+    assert [tasks[i].result() for i in (0, 2, 3)] == [0.0, 30.0, 45.0]
+    assert late.result() == 55.0  # at 60; with the cancelled reservation kept it would be 61
+
+
+async def test_cancelling_every_waiter_leaves_a_clean_limiter() -> None:
+    vt = VirtualTime()
+    limiter = SlidingWindowLimiter(10, 60.0, clock=vt.clock, sleep=vt.sleep)
+    tasks = [vt.spawn(limiter.acquire(("site:A", "cred:1"))) for _ in range(100)]
+    await vt.advance(15.0)  # three granted: at 0, 6 and 12
+    for task in tasks:
+        task.cancel()
+    await vt.settle()
+
+    assert sum(not task.cancelled() for task in tasks) == 3
+    assert limiter.used("cred:1", now=20.0) == 3
+    assert limiter.used("cred:1", now=54.0) == 3  # 10 if the cancelled reservations leaked
+    assert limiter.used("cred:1", now=500.0) == 0
+    fresh = vt.spawn(limiter.acquire(("site:B", "cred:1")))
+    await vt.run_all()
+    assert fresh.result() == 3.0  # paced after the grant at 12, not after 97 cancelled ones
+
+
+async def test_a_failing_sleep_releases_the_reservation() -> None:
+    async def broken_sleep(delay: float) -> None:
+        raise RuntimeError("timer broke")
+
+    now = [0.0]
+    limiter = SlidingWindowLimiter(2, 60.0, clock=lambda: now[0], sleep=broken_sleep)
+    await limiter.acquire(["k"])
+    with pytest.raises(RuntimeError, match="timer broke"):
+        await limiter.acquire(["k"])
+    assert limiter.used("k", now=30.0) == 1
+    now[0] = 30.0
+    assert await limiter.acquire(["k"]) == 0.0
+
+
+async def test_invalid_arguments_are_rejected() -> None:
+    limiter = SlidingWindowLimiter(5, 1.0)
+    for units in (0, -1, 6):
+        with pytest.raises(ValueError, match=r"units must be 1\.\.5"):
+            await limiter.acquire(["k"], units)
+    with pytest.raises(ValueError, match="at least one key"):
+        await limiter.acquire([])
+    with pytest.raises(TypeError, match="iterable of keys"):
+        await limiter.acquire("cred:1")
+    assert limiter.used("k") == 0
+    for bad in ({"limit": 0}, {"window_s": 0.0}, {"window_s": float("inf")}, {"slack_s": -0.1}):
+        with pytest.raises(ValueError):
+            SlidingWindowLimiter(**{"limit": 5, **bad})
+
+
+def test_defaults_and_repr() -> None:
+    limiter = SlidingWindowLimiter(960)
+    assert (limiter.limit, limiter.window_s, limiter.slack_s) == (960, 60.0, 1.0)
+    assert limiter.interval_s == 0.0625
+    assert SlidingWindowLimiter(5, 0.5).slack_s == 0.01
+    assert repr(limiter) == "SlidingWindowLimiter(limit=960, window_s=60.0, slack_s=1.0)"
+
+
+async def test_memory_stays_bounded_over_a_long_run() -> None:
+    vt = VirtualTime()
+    limiter = SlidingWindowLimiter(50, 10.0, clock=vt.clock, sleep=vt.sleep)
+    state_sizes: list[tuple[int, int]] = []
+
+    async def worker() -> None:
+        while vt.now < 1_000.0:
+            await limiter.acquire(["k"])
+            state = limiter._keys["k"]
+            state_sizes.append((len(state.slots), len(state.grants)))
+
+    for _ in range(3):
+        vt.spawn(worker())
+    await vt.run_all()
+    assert len(state_sizes) > 4_000
+    assert max(slots for slots, _ in state_sizes) <= 50 + 3
+    assert max(grants for _, grants in state_sizes) <= 50
+
+
+def test_usable_from_more_than_one_event_loop() -> None:
+    limiter = SlidingWindowLimiter(1, 0.02)  # built with no running loop
+
+    async def twice() -> float:
+        return await limiter.acquire(["k"]) + await limiter.acquire(["k"])
+
+    assert asyncio.run(twice()) > 0.015
+    assert asyncio.run(twice()) > 0.015
+
+
+async def test_real_clock_and_asyncio_sleep() -> None:
+    # slack 50 ms rather than the default 10 ms: a loaded CI runner can wake a timer that late.
+    limiter = SlidingWindowLimiter(5, 0.5, slack_s=0.05)
+    grants: list[Grant] = []
+    order: list[int] = []
+
+    async def one(index: int) -> None:
+        await limiter.acquire(["k"])
+        grants.append((time.monotonic(), 1))
+        order.append(index)
+
+    start = time.monotonic()
+    await asyncio.gather(*(one(i) for i in range(20)))
+    elapsed = time.monotonic() - start
+
+    assert order == list(range(20))
+    assert max_in_window(grants, 0.5) == 5
+    assert limiter.peak("k") == 5
+    assert 2.0 <= elapsed < 3.5  # 4 windows of 0.55 s; the last 5 paced 0.1 s apart
