@@ -185,7 +185,7 @@ def _demo(args: argparse.Namespace) -> int:
     report = asyncio.run(_run_demo(args.days, db, args.latency_ms / 1000, not args.no_progress))
     print(report.summary())
     top = Database(db).sql(
-        "SELECT query, sum(clicks) AS clicks, sum(impressions) AS impressions, "
+        "SELECT query, sum(clicks)::BIGINT AS clicks, sum(impressions)::BIGINT AS impressions, "
         "round(sum(clicks) / sum(impressions), 4) AS ctr FROM search_analytics "
         "GROUP BY query ORDER BY clicks DESC, query LIMIT 10")
     print(f"\nTop queries in {db}:")

@@ -63,16 +63,20 @@ class Page:
 
 
 class RequestMeter:
-    """Counts requests sent: in the current window and the peak in any window of ``window_s``."""
+    """Counts requests sent: in the current window, the peak in any window of ``window_s``, and
+    the current per-minute rate over a short horizon (for the live gauge)."""
 
-    def __init__(self, window_s: float) -> None:
+    def __init__(self, window_s: float, horizon_s: float = 10.0) -> None:
         self.window_s = window_s
+        self.horizon_s = min(horizon_s, window_s)
         self.total = 0
         self.peak = 0
+        self._first: float | None = None
         self._sent: deque[float] = deque()
 
     def note(self, now: float) -> None:
         self.total += 1
+        self._first = now if self._first is None else self._first
         self._sent.append(now)
         self._trim(now)
         self.peak = max(self.peak, len(self._sent))
@@ -80,6 +84,14 @@ class RequestMeter:
     def current(self, now: float) -> int:
         self._trim(now)
         return len(self._sent)
+
+    def rate(self, now: float) -> float:
+        """Requests per minute over the last ``horizon_s`` (or since the first request)."""
+        if self._first is None:
+            return 0.0
+        span = min(self.horizon_s, max(now - self._first, 1e-3))
+        recent = sum(1 for t in reversed(self._sent) if t > now - span)
+        return recent * 60.0 / span
 
     def _trim(self, now: float) -> None:
         while self._sent and self._sent[0] <= now - self.window_s:

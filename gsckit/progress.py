@@ -48,10 +48,11 @@ class QpmGauge:
 
         display(self.box)
 
-    def update(self, qpm: float, peak: int) -> None:
+    def update(self, qpm: float, in_window: int, peak: int) -> None:
         self.bar.value = min(qpm, self.target)
-        self.bar.bar_style = "warning" if qpm > self.target else "info"
-        self.label.value = f"{qpm:.0f} / {self.target} per minute (peak window {peak})"
+        self.bar.bar_style = "warning" if in_window > self.target else "info"
+        self.label.value = (f"{qpm:.0f} requests/min now; {in_window} in the current window "
+                            f"(limit {self.target}, peak {peak})")
 
 
 class Progress:
@@ -90,10 +91,11 @@ class Progress:
             self._bar.set_postfix(self._postfix, refresh=False)
             self._bar.update(1)
         elif event.kind == "qpm":
-            self._postfix["qpm"] = f"{data['qpm']:.0f}/{data['target']}"
+            self._postfix["qpm"] = f"{data['qpm']:.0f}"
+            self._postfix["window"] = f"{data['in_window']}/{data['target']}"
             self._bar.set_postfix(self._postfix)
             if self._gauge is not None:
-                self._gauge.update(data["qpm"], data["peak"])
+                self._gauge.update(data["qpm"], data["in_window"], data["peak"])
         elif event.kind == "retry":
             self._postfix["retries"] = self._postfix.get("retries", 0) + 1
         elif event.kind == "halt":
@@ -116,7 +118,7 @@ class Progress:
                 self._gauge = None
         else:
             self._bar = std_tqdm(**kwargs)
-        self._postfix = {"qpm": f"0/{data['qpm']}"}
+        self._postfix = {"qpm": "0", "window": f"0/{data['qpm']}"}
 
     def close(self) -> None:
         if self._bar is not None:
