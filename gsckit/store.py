@@ -67,6 +67,7 @@ CREATE TABLE IF NOT EXISTS gsckit_meta (key VARCHAR PRIMARY KEY, value VARCHAR N
 _COLUMNS = ("site", "search_type", "dimensions", "filters", "date", "hour", "query", "page",
             "country", "device", "search_appearance", "clicks", "impressions", "ctr", "position",
             "data_state", "fetched_at")
+_WRITING: set[Path] = set()  # files a Store of this process is writing (DuckDB shares the lock)
 _LOCK_HOLDER = re.compile(r"Conflicting lock is held in (.+?) \(PID (\d+)\)")
 
 
@@ -109,13 +110,19 @@ class Store:
             raise ConfigError(f"database path {str(self.path)!r} is a directory")
         if not self.path.parent.exists():
             raise ConfigError(f"folder {str(self.path.parent)!r} for the database does not exist")
+        self._key = self.path.resolve()
+        if self._key in _WRITING:
+            raise DatabaseLocked(f"database {str(self.path)!r} is already being written by "
+                                 "another backfill in this process; wait for it to finish")
         self._con = _connect(self.path, read_only=False)
+        _WRITING.add(self._key)
         try:
             self._con.execute(_DDL)
             self._con.execute("INSERT OR IGNORE INTO gsckit_meta VALUES ('schema_version', ?)",
                               [SCHEMA_VERSION])
         except duckdb.Error as exc:
             self._con.close()
+            _WRITING.discard(self._key)
             raise StoreError(f"database {str(self.path)!r} is not usable: {exc}") from None
         self._protect()
 
@@ -135,6 +142,7 @@ class Store:
         except duckdb.Error:
             pass  # a failed final checkpoint leaves the WAL; the next open replays it
         self._con.close()
+        _WRITING.discard(self._key)
 
     def completed(self, slices: Iterable[Slice]) -> set[str]:
         """Keys of ``slices`` already committed with the requested (or final) data state."""
@@ -253,10 +261,13 @@ class Database:
                         params)
 
     def status(self) -> pl.DataFrame:
-        """One row per stream: complete days, first and last day, rows, last fetch."""
+        """One row per stream: complete days, first and last day, days missing in between,
+        rows, last fetch."""
         return self.sql(
             f"SELECT site, search_type, dimensions, filters, data_state, count(*) AS days, "
-            f"min(date) AS first_day, max(date) AS last_day, sum(rows) AS rows, "
+            f"min(date) AS first_day, max(date) AS last_day, "
+            f"date_diff('day', min(date), max(date)) + 1 - count(*) AS gaps, "
+            f"sum(rows)::BIGINT AS rows, "
             f"max(fetched_at) AS last_fetched FROM {LEDGER} "
             f"GROUP BY ALL ORDER BY site, search_type, dimensions, filters, data_state")
 

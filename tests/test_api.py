@@ -72,3 +72,15 @@ def test_sync_backfill_inside_a_running_loop(thread_sim, tmp_path):
                          timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["2", "200", "1"], "no task may outlive the run"
+
+
+def test_status_counts_days_and_gaps(thread_sim, tmp_path):
+    sim = thread_sim(rows_per_day=50)
+    days = day_range(30, 6)
+    db = tmp_path / "gsc.duckdb"
+    for first, last in ((days[0], days[1]), (days[4], days[5])):
+        gsckit.backfill(SITE, first, last, db=db, token=TOKEN, base_url=sim.base_url,
+                        progress=False)
+    row = gsckit.open(db).status().row(0, named=True)
+    assert (row["days"], row["gaps"], row["rows"]) == (4, 2, 200)
+    assert (row["first_day"], row["last_day"]) == (days[0], days[5])

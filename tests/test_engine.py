@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 import gsckit
@@ -155,3 +157,14 @@ async def test_search_types_and_dimension_sets_are_separate_streams(make_sim, db
         ("web", "date,query,page", 700)]
     assert_matches_truth(db, sim, [day], dimensions=("country", "device"))
     assert duplicate_keys(db) == 0
+
+
+async def test_a_second_backfill_on_the_same_file_in_one_process_is_refused(make_sim, db):
+    sim = await make_sim(rows_per_day=10, latency_s=0.2)
+    days = day_range(20, 3)
+    first = asyncio.create_task(run(sim, db, days[0], days[-1]))
+    await asyncio.sleep(0.1)
+    with pytest.raises(gsckit.DatabaseLocked, match="another backfill in this process"):
+        await run(sim, db, days[0], days[-1])
+    assert (await first).done == 3
+    assert (await run(sim, db, days[0], days[-1])).skipped == 3
