@@ -139,6 +139,15 @@ def from_file(path: str | os.PathLike[str]) -> GoogleCredentials:
     missing = [k for k in required[kind] if not info.get(k)]
     if missing:
         raise CredentialsError(f"credentials file {str(file)!r} lacks {', '.join(missing)}")
+    loaded = _load_google(kind, info)
+    if loaded is None:
+        # raised outside the except block so no exception holding key material rides along
+        raise CredentialsError(f"credentials file {str(file)!r} is malformed (the private key "
+                               "or a field could not be parsed)")
+    return loaded
+
+
+def _load_google(kind: str, info: dict[str, Any]) -> GoogleCredentials | None:
     try:
         if kind == "service_account":
             from google.oauth2 import service_account
@@ -149,9 +158,8 @@ def from_file(path: str | os.PathLike[str]) -> GoogleCredentials:
 
         creds = user_credentials.Credentials.from_authorized_user_info(info, scopes=[SCOPE])
         return GoogleCredentials(creds, "user:" + str(info["client_id"])[:16])
-    except (ValueError, KeyError, TypeError):
-        raise CredentialsError(f"credentials file {str(file)!r} is malformed (the private key "
-                               "or a field could not be parsed)") from None
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
 
 
 def resolve(token: str | TokenSource | Credentials | None = None,

@@ -14,7 +14,6 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from datetime import timedelta
-from pathlib import Path
 from typing import Any, NoReturn
 
 from .auth import TOKEN_ENV
@@ -133,9 +132,6 @@ def _summary(report: Report) -> dict[str, Any]:
 
 
 def _backfill(args: argparse.Namespace) -> int:
-    for path, what in ((args.audit_log, "audit log"), (args.db, "database")):
-        if path and not Path(path).absolute().parent.is_dir():
-            raise ConfigError(f"the folder for the {what} {path!r} does not exist")
     config = EngineConfig(max_concurrency=args.concurrency, qpm=args.qpm,
                           qpm_window_s=args.qpm_window_s, base_url=args.base_url)
     report = asyncio.run(backfill_async(
@@ -160,7 +156,7 @@ def _status(args: argparse.Namespace) -> int:
     else:
         import polars as pl
 
-        with pl.Config(tbl_rows=-1, tbl_width_chars=160, fmt_str_lengths=40):
+        with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_width_chars=200, fmt_str_lengths=40):
             print(frame)
     return 0
 

@@ -6,7 +6,9 @@ Override with :func:`dataclasses.replace` or by keyword in :func:`gsckit.backfil
 from __future__ import annotations
 
 import ipaddress
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from .errors import ConfigError
@@ -131,3 +133,16 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def check_writable(path: str | os.PathLike[str], what: str) -> Path:
+    """Raise :class:`ConfigError` unless ``path`` can be created or appended to as a file."""
+    file = Path(path)
+    if file.is_dir():
+        raise ConfigError(f"the {what} path {str(file)!r} is a directory")
+    folder = file.absolute().parent
+    if not folder.is_dir():
+        raise ConfigError(f"the folder for the {what} {str(file)!r} does not exist")
+    if not os.access(file if file.exists() else folder, os.W_OK):
+        raise ConfigError(f"the {what} {str(file)!r} is not writable")
+    return file

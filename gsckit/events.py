@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, TextIO
-import time
+
+from .config import check_writable
+from .errors import ConfigError
 
 EVENT_KINDS = ("run_start", "request", "retry", "pause", "slice_done", "slice_failed", "qpm",
                "halt", "run_end")
@@ -67,8 +70,12 @@ class AuditLog:
     """Appends one JSON object per event to a file created with mode 0600."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self.path = check_writable(path, "audit log")
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        except OSError as exc:
+            raise ConfigError(f"cannot open the audit log {str(self.path)!r}: "
+                              f"{exc.strerror}") from None
         self._file: TextIO = os.fdopen(fd, "a", encoding="utf-8", buffering=1)
 
     def __repr__(self) -> str:

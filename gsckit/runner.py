@@ -16,7 +16,7 @@ from datetime import date
 from typing import Any, TypeVar
 
 from . import auth
-from .config import EngineConfig
+from .config import EngineConfig, check_writable
 from .coordinator import Engine, Report
 from .events import AuditLog, Emitter, Listener
 from .planner import Filter, make_query, plan
@@ -63,6 +63,9 @@ async def backfill_async(
                  if v is not None}
     cfg = dataclasses.replace(config or EngineConfig(), **overrides)
     creds = auth.resolve(token, credentials)
+    check_writable(db, "database")
+    if audit_log is not None:
+        check_writable(audit_log, "audit log")
     slices = plan(query)
     emitter = Emitter(listeners)
     closers: list[Any] = []

@@ -21,6 +21,7 @@ import duckdb
 import polars as pl
 
 from .errors import ConfigError, DatabaseLocked, StoreError
+from .config import check_writable
 from .parse import METRICS
 from .planner import Slice
 
@@ -93,6 +94,9 @@ def _connect(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
             ) from None
         if "Could not set lock" in text:
             raise DatabaseLocked(f"database {str(path)!r} is locked by another process") from None
+        if "not a valid DuckDB database file" in text:
+            raise ConfigError(f"{str(path)!r} is not a DuckDB database file; choose another "
+                              "--db path") from None
         raise StoreError(f"cannot open database {str(path)!r}: {text.splitlines()[0]}") from None
     except duckdb.Error as exc:
         raise StoreError(f"cannot open database {str(path)!r}: {str(exc).splitlines()[0]}"
@@ -106,10 +110,7 @@ class Store:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
-        if self.path.is_dir():
-            raise ConfigError(f"database path {str(self.path)!r} is a directory")
-        if not self.path.parent.exists():
-            raise ConfigError(f"folder {str(self.path.parent)!r} for the database does not exist")
+        check_writable(self.path, "database")
         self._key = self.path.resolve()
         if self._key in _WRITING:
             raise DatabaseLocked(f"database {str(self.path)!r} is already being written by "

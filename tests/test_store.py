@@ -1,0 +1,333 @@
+"""The DuckDB store: private files, atomic day commits, de-duplication, replace semantics, data
+state in the ledger, and the read-side ``Database``."""
+
+from __future__ import annotations
+
+import os
+import stat
+from datetime import date
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import pytest
+
+import gsckit
+from gsckit import ConfigError, Database, Slice, StoreError
+from gsckit.events import AuditLog, Event
+from gsckit.store import LEDGER, TABLE, Commit, Store
+
+from .conftest import SITE, assert_matches_truth, day_range, days_ago, run
+
+OTHER = "https://www.other.example/"
+DIMS = ("date", "query", "page")
+
+
+def piece(day: date, *, site: str = SITE, search_type: str = "web", dimensions=DIMS,
+          data_state: str = "final") -> Slice:
+    return Slice(site, search_type, tuple(dimensions), (), data_state, day)
+
+
+def page(queries: list[str], *, clicks: list[int] | None = None, pages: list[str] | None = None
+         ) -> pl.DataFrame:
+    n = len(queries)
+    clicks = clicks if clicks is not None else [100 - i for i in range(n)]
+    return pl.DataFrame({
+        "query": queries,
+        "page": pages if pages is not None else [f"https://ex.example/{q}" for q in queries],
+        "clicks": pl.Series(clicks, dtype=pl.Int64),
+        "impressions": pl.Series([c * 10 + 5 for c in clicks], dtype=pl.Int64),
+        "ctr": pl.Series([c / (c * 10 + 5) for c in clicks], dtype=pl.Float64),
+        "position": pl.Series([1.5 + i for i in range(n)], dtype=pl.Float64),
+    }, schema_overrides={"query": pl.String, "page": pl.String})
+
+
+def commit(store: Store, s: Slice, frame: pl.DataFrame, run_id: str = "run-1") -> Commit:
+    return store.commit_slice(s, frame, pages=1, requests=1, run_id=run_id)
+
+
+def slice_rows(path: Path, s: Slice) -> pl.DataFrame:
+    with duckdb.connect(str(path)) as con:
+        return pl.DataFrame(con.sql(
+            f"SELECT query, page, clicks, impressions, ctr, position, data_state FROM {TABLE} "
+            "WHERE site = ? AND search_type = ? AND dimensions = ? AND date = ? "
+            "ORDER BY query, page",
+            params=[s.site, s.search_type, s.dimensions_key, s.day]))
+
+
+def ledger(path: Path) -> pl.DataFrame:
+    with duckdb.connect(str(path)) as con:
+        return pl.DataFrame(con.sql(f"SELECT * FROM {LEDGER} ORDER BY slice_key"))
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+@pytest.fixture
+def loose_umask():
+    """A umask that would create group/world-readable files, so 0600 must be deliberate."""
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+# --- file permissions -----------------------------------------------------------------------
+
+def test_database_file_and_wal_are_created_0600(db, loose_umask):
+    store = Store(db)
+    try:
+        assert mode(db) == 0o600
+        commit(store, piece(days_ago(10)), page(["a", "b"]))
+        wal = db.with_name(db.name + ".wal")
+        for path in (db, wal):
+            if path.exists():
+                assert mode(path) == 0o600, f"{path.name} is {oct(mode(path))}"
+    finally:
+        store.close()
+    assert mode(db) == 0o600
+
+
+def test_audit_log_is_created_0600(tmp_path, loose_umask):
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(path)
+    log(Event("qpm", {"qpm": 1.0}))
+    log.close()
+    assert mode(path) == 0o600
+    assert path.read_text().count("\n") == 1
+
+
+async def test_a_backfill_creates_both_files_0600(make_sim, db, tmp_path, loose_umask):
+    sim = await make_sim(rows_per_day=200)
+    days = day_range(10, 2)
+    audit = tmp_path / "audit.jsonl"
+    report = await run(sim, db, days[0], days[-1], audit_log=audit)
+    assert report.ok
+    assert mode(db) == 0o600 and mode(audit) == 0o600
+    assert not db.with_name(db.name + ".wal").exists(), "close() should checkpoint the WAL"
+
+
+def test_store_refuses_a_missing_folder_or_a_directory(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        Store(tmp_path / "nope" / "gsc.duckdb")
+    with pytest.raises(ConfigError, match="directory"):
+        Store(tmp_path)
+    assert not (tmp_path / "nope").exists()
+
+
+# --- atomic commits -------------------------------------------------------------------------
+
+class FailingLedger:
+    """Wraps a DuckDB connection; the ledger insert raises ``error`` (after rows were inserted)."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, error: BaseException) -> None:
+        self._con = con
+        self._error = error
+        self.rows_inserted_before_failure = None
+
+    def execute(self, sql: str, *args, **kwargs):
+        if sql.lstrip().startswith(f"INSERT OR REPLACE INTO {LEDGER}"):
+            self.rows_inserted_before_failure = self._con.execute(
+                f"SELECT count(*) FROM {TABLE}").fetchone()[0]
+            raise self._error
+        return self._con.execute(sql, *args, **kwargs)
+
+    def __getattr__(self, name: str):
+        return getattr(self._con, name)
+
+
+@pytest.mark.parametrize("error, raised", [
+    (duckdb.IOException("disk I/O error"), StoreError),
+    (RuntimeError("writer thread interrupted"), RuntimeError),
+], ids=["duckdb_error", "other_error"])
+def test_failed_ledger_insert_rolls_back_rows_and_keeps_the_old_slice(db, error, raised):
+    day = days_ago(10)
+    old, neighbour = page(["a", "b", "c"]), page(["n1", "n2"])
+    with Store(db) as store:
+        commit(store, piece(day), old, run_id="first")
+        commit(store, piece(days_ago(11)), neighbour, run_id="first")
+        real = store._con
+        store._con = FailingLedger(real, error)
+        with pytest.raises(raised):
+            commit(store, piece(day), page(["x", "y", "z", "w"]), run_id="second")
+        inserted = store._con.rows_inserted_before_failure
+        store._con = real
+        # the failure came after the delete and the insert: both must have been undone
+        assert inserted == 4 + 2
+        assert real.execute(f"SELECT count(*) FROM {TABLE}").fetchone()[0] == 3 + 2
+        # the connection is usable afterwards (no transaction left open)
+        commit(store, piece(days_ago(12)), page(["later"]))
+    got = slice_rows(db, piece(day))
+    assert got["query"].to_list() == ["a", "b", "c"]
+    assert got["clicks"].to_list() == old["clicks"].to_list()
+    entries = ledger(db)
+    assert entries.height == 3
+    entry = entries.filter(pl.col("slice_key") == piece(day).key)
+    assert entry["run_id"].to_list() == ["first"] and entry["rows"].to_list() == [3]
+
+
+def test_uncastable_frame_fails_the_commit_and_writes_nothing(db):
+    day = days_ago(10)
+    with Store(db) as store:
+        commit(store, piece(day), page(["a", "b"]), run_id="first")
+        bad = page(["x", "y", "z"]).with_columns(
+            pl.Series("clicks", ["7", "8", "lots"], dtype=pl.String))
+        with pytest.raises(StoreError, match="commit of"):
+            commit(store, piece(day), bad, run_id="second")
+        with pytest.raises(StoreError):
+            commit(store, piece(days_ago(9)), bad, run_id="second")
+    assert slice_rows(db, piece(day))["query"].to_list() == ["a", "b"]
+    assert slice_rows(db, piece(days_ago(9))).height == 0
+    entries = ledger(db)
+    assert entries["slice_key"].to_list() == [piece(day).key]
+    assert entries["run_id"].to_list() == ["first"]
+
+
+# --- de-duplication and replace semantics ---------------------------------------------------
+
+def test_commit_deduplicates_keys_within_a_slice_and_counts_them(db):
+    s = piece(days_ago(10))
+    frame = page(["a", "b", "a", "c", "b", "a"], clicks=[9, 8, 7, 6, 5, 4],
+                 pages=["p1", "p1", "p1", "p1", "p1", "p2"])
+    # keys: (a,p1) x2, (b,p1) x2, (c,p1), (a,p2) -> 4 unique, 2 duplicates
+    with Store(db) as store:
+        result = commit(store, s, frame)
+    assert result == Commit(rows=4, duplicates=2)
+    got = slice_rows(db, s)
+    assert got.select("query", "page", "clicks").rows() == [
+        ("a", "p1", 9), ("a", "p2", 4), ("b", "p1", 8), ("c", "p1", 6)], "first occurrence wins"
+    entry = ledger(db).row(0, named=True)
+    assert (entry["rows"], entry["duplicates"]) == (4, 2)
+
+
+def test_distinct_keys_are_not_merged(db):
+    s = piece(days_ago(10))
+    # same query on different pages, same page for different queries: all distinct keys
+    frame = page(["a", "a", "b"], pages=["p1", "p2", "p1"])
+    with Store(db) as store:
+        assert commit(store, s, frame) == Commit(rows=3, duplicates=0)
+    assert slice_rows(db, s).height == 3
+
+
+def test_recommit_replaces_the_slice_and_leaves_other_slices_alone(db):
+    day = days_ago(10)
+    target = piece(day)
+    others = [piece(days_ago(11)), piece(day, search_type="image"), piece(day, site=OTHER),
+              piece(day, dimensions=("query",))]
+    with Store(db) as store:
+        commit(store, target, page(["a", "b", "c", "d", "e"]), run_id="first")
+        for i, s in enumerate(others):
+            frame = page([f"o{i}-1", f"o{i}-2"])
+            commit(store, s, frame.drop("page") if "page" not in s.dimensions else frame)
+        before = {s.key: slice_rows(db, s) for s in others}
+        assert commit(store, target, page(["d", "e", "f", "g"], clicks=[1, 2, 3, 4]),
+                      run_id="second") == Commit(rows=4, duplicates=0)
+    got = slice_rows(db, target)
+    assert got.select("query", "clicks").rows() == [("d", 1), ("e", 2), ("f", 3), ("g", 4)]
+    for s in others:
+        assert slice_rows(db, s).equals(before[s.key]), f"{s.key} changed"
+    entry = ledger(db).filter(pl.col("slice_key") == target.key).row(0, named=True)
+    assert (entry["rows"], entry["run_id"]) == (4, "second")
+    assert ledger(db).height == 5
+
+
+def test_recommit_with_no_rows_empties_the_slice_but_records_it(db):
+    s = piece(days_ago(10))
+    with Store(db) as store:
+        commit(store, s, page(["a", "b"]))
+        assert commit(store, s, page([])) == Commit(rows=0, duplicates=0)
+        assert store.completed([s]) == {s.key}
+    assert slice_rows(db, s).height == 0
+    assert ledger(db)["rows"].to_list() == [0]
+
+
+# --- data state -----------------------------------------------------------------------------
+
+def test_completed_honours_the_data_state(db):
+    fresh_day, final_day, missing_day = days_ago(3), days_ago(10), days_ago(11)
+    with Store(db) as store:
+        assert store.completed([]) == set()
+        commit(store, piece(fresh_day, data_state="all"), page(["a"]))
+        commit(store, piece(final_day, data_state="final"), page(["b"]))
+        ask = {state: [piece(d, data_state=state) for d in (fresh_day, final_day, missing_day)]
+               for state in ("final", "all", "hourly_all")}
+        # fresh ("all") data is not final: a "final" request must fetch it again
+        assert store.completed(ask["final"]) == {piece(final_day).key}
+        # final data is complete for any request
+        assert store.completed(ask["all"]) == {piece(fresh_day).key, piece(final_day).key}
+        assert store.completed(ask["hourly_all"]) == {piece(final_day).key}
+        # the ledger key ignores data state: a final commit replaces the fresh one
+        commit(store, piece(fresh_day, data_state="final"), page(["a2"]))
+        assert store.completed(ask["final"]) == {piece(fresh_day).key, piece(final_day).key}
+    assert sorted(ledger(db)["data_state"].to_list()) == ["final", "final"]
+    assert slice_rows(db, piece(fresh_day))["data_state"].to_list() == ["final"]
+
+
+# --- Database (read side) -------------------------------------------------------------------
+
+@pytest.fixture
+def filled(db) -> Path:
+    with Store(db) as store:
+        for d in (12, 11, 10):
+            commit(store, piece(days_ago(d)), page([f"q{d}-a", f"q{d}-b"], clicks=[1, 5]))
+            commit(store, piece(days_ago(d), search_type="image"), page([f"img{d}"]))
+            commit(store, piece(days_ago(d), site=OTHER), page([f"other{d}"]))
+        commit(store, piece(days_ago(10), dimensions=("date", "query")),
+               page(["dq"]).drop("page"))
+    return db
+
+
+def test_frame_filters_by_site_dates_type_and_dimensions(filled):
+    database = gsckit.open(filled)
+    assert isinstance(database, Database)
+    everything = database.frame()
+    assert everything.height == 3 * (2 + 1 + 1) + 1
+    web = database.frame(SITE, search_type="web", dimensions=["date", "query", "page"])
+    assert web.height == 6 and set(web["site"]) == {SITE}
+    assert web["date"].to_list() == sorted(web["date"].to_list()), "ordered by date"
+    first = web.filter(pl.col("date") == days_ago(12))
+    assert first["clicks"].to_list() == [5, 1], "then by clicks, descending"
+    assert database.frame(OTHER)["query"].to_list() == ["other12", "other11", "other10"]
+    window = database.frame(SITE, start=days_ago(11), end=str(days_ago(10)), search_type="web",
+                            dimensions="date,query,page")
+    assert sorted(set(window["date"])) == [days_ago(11), days_ago(10)] and window.height == 4
+    assert database.frame(start=days_ago(10), end=days_ago(10)).height == 2 + 1 + 1 + 1
+    assert database.frame(search_type="image")["query"].to_list() == ["img12", "img11", "img10"]
+    narrow = database.frame(dimensions=("date", "query"))
+    assert narrow["query"].to_list() == ["dq"] and narrow["page"].to_list() == [None]
+    assert database.frame("sc-domain:nobody.example").height == 0
+    assert database.frame(start=days_ago(9)).height == 0
+
+
+def test_sql_with_params_status_and_days(filled):
+    database = Database(filled)
+    got = database.sql(f"SELECT search_type, count(*) AS n FROM {TABLE} WHERE site = ? AND "
+                       "date >= ? GROUP BY 1 ORDER BY 1", [SITE, days_ago(11)])
+    assert got.rows() == [("image", 2), ("web", 4 + 1)]  # + the date,query slice
+    assert isinstance(got, pl.DataFrame)
+    status = database.status()
+    assert status.height == 4
+    web = status.filter((pl.col("site") == SITE) & (pl.col("search_type") == "web")
+                        & (pl.col("dimensions") == "date,query,page")).row(0, named=True)
+    assert (web["days"], web["rows"], web["first_day"], web["last_day"]) == (
+        3, 6, days_ago(12), days_ago(10))
+    assert database.days(OTHER).height == 3 and database.days().height == 10
+    with pytest.raises(StoreError):
+        database.sql("SELECT nope FROM nowhere")
+
+
+def test_opening_a_missing_database_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        Database(tmp_path / "missing.duckdb")
+    with pytest.raises(ValueError):
+        gsckit.open(str(tmp_path / "missing.duckdb"))
+    assert list(tmp_path.iterdir()) == []
+
+
+async def test_database_reads_a_real_backfill(make_sim, db):
+    sim = await make_sim(rows_per_day=700)
+    days = day_range(20, 3)
+    await run(sim, db, days[0], days[-1])
+    total = assert_matches_truth(db, sim, days)
+    assert gsckit.open(db).frame(SITE, start=days[0], end=days[-1]).height == total == 2100
+    assert gsckit.open(db).status()["days"].to_list() == [3]
