@@ -38,7 +38,7 @@ except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0"
 
 
-def open(path: str = "gsc.duckdb") -> Database:  # noqa: A001 - the documented verb
+def open(path: str = "gsc.duckdb") -> Database:
     """Open a gsckit DuckDB file for reading: ``gsckit.open("gsc.duckdb").frame()``."""
     return Database(path)
 

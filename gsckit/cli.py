@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -167,10 +168,8 @@ def _sim(args: argparse.Namespace) -> int:
     config = SimConfig(seed=args.seed, rows_per_day=args.rows_per_day,
                        latency_s=args.latency_ms / 1000, quota_qpm=args.quota_qpm,
                        window_s=args.window_s)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(config, args.host, args.port))
-    except KeyboardInterrupt:
-        pass
     return 0
 
 

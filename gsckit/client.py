@@ -281,7 +281,8 @@ class Client:
 
     async def _wait_pause(self, site: str) -> None:
         loop = asyncio.get_running_loop()
-        while (left := self._paused_until.get(site, 0.0) - loop.time()) > 0:
+        # loop: another quota error may extend the pause while this one sleeps
+        while (left := self._paused_until.get(site, 0.0) - loop.time()) > 0:  # noqa: ASYNC110
             await asyncio.sleep(left)
 
     def _log(self, piece: Slice, start_row: int, attempt: int, started: float,

@@ -23,8 +23,8 @@ class RetryPolicy:
     """How retryable failures are retried.
 
     ``max_attempts``: HTTP attempts per page before the day is given up (resumable on re-run).
-    ``base_s`` / ``max_backoff_s``: full-jitter exponential backoff, ``uniform(0, min(max, base*2**n))``;
-    a ``Retry-After`` header wins when present (capped at ``max_backoff_s``).
+    ``base_s`` / ``max_backoff_s``: full-jitter exponential backoff,
+    ``uniform(0, min(max, base * 2**n))``; a ``Retry-After`` header wins (capped at the max).
     ``quota_pause_after``: consecutive quota errors on one site that pause the whole site.
     ``quota_pause_s``: length of that pause (Google: "wait 15 minutes"); cancellable.
     """
@@ -64,8 +64,8 @@ class EngineConfig:
     """The backfill engine's settings.
 
     ``max_concurrency``: worker tasks (1 = sequential mode, same code path).
-    ``qpm`` / ``qpm_window_s``: at most ``qpm`` requests in ANY ``qpm_window_s`` window, per site and
-    per credential (default 960 = 80% of Google's 1,200/min); retries count.
+    ``qpm`` / ``qpm_window_s``: at most ``qpm`` requests in ANY ``qpm_window_s`` window, per site
+    and per credential (default 960 = 80% of Google's 1,200/min); retries count.
     ``queue_size``: bound of the batch queue. ``max_unpersisted``: days fetched (or being fetched)
     but not yet committed; bounds memory.
     ``row_limit``: rows per page (Google's maximum, 25,000).

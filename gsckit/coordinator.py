@@ -313,7 +313,8 @@ class Engine:
     def _emit_qpm(self) -> None:
         now = asyncio.get_running_loop().time()
         in_window = self.client.meter.current(now)
-        self._emit("qpm", qpm=round(self.client.meter.rate(now), 1), in_window=in_window, peak=self.client.meter.peak,
+        self._emit("qpm", qpm=round(self.client.meter.rate(now), 1), in_window=in_window,
+                   peak=self.client.meter.peak,
                    target=self.config.qpm, window_s=self.config.qpm_window_s,
                    queue=self._queue.qsize(), unpersisted=self._unpersisted,
                    done=self._done, failed=self._failed, todo=len(self._slices))

@@ -1,6 +1,6 @@
 """The gsckit exception tree.
 
-    GsckitError                      every error gsckit raises; ``exit_code`` is what the CLI returns
+    GsckitError                      every gsckit error; ``exit_code`` is what the CLI returns
     ├── ConfigError (ValueError)     bad input found before any request (exit 2)
     │   └── CredentialsError         missing, unreadable or malformed credentials
     ├── StoreError                   the DuckDB file cannot be used
@@ -13,7 +13,7 @@
     │   ├── PermissionDenied         403 "sufficient permission" (fatal for the site)
     │   ├── SiteNotFound             404 "not a verified site" (fatal for the site)
     │   └── BadRequest               400 (never retried)
-    └── RunHalted                    a run stopped on an unrecoverable error; carries cause and report
+    └── RunHalted                    a run stopped on an unrecoverable error (cause, report)
 
 Messages never contain a token, key or header: they are built from the site, the status, Google's
 reason and message, and a hint for the fix.

@@ -29,8 +29,8 @@ HOURLY_DAYS = 10
 DEFAULT_DIMENSIONS = ("date", "query", "page")
 
 _CANON = {name.lower(): name for name in (*SEARCH_TYPES, *DIMENSIONS, *DATA_STATES, *OPERATORS)}
-_HOST = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$",
-                   re.IGNORECASE)
+_LABEL = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
+_HOST = re.compile(rf"^(?=.{{1,253}}$)({_LABEL}\.)*{_LABEL}$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ running loop, through nest-asyncio2, cancelling the run cleanly if the cell is i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import os
 from collections.abc import Coroutine, Iterable
@@ -16,12 +17,12 @@ from datetime import date
 from typing import Any, TypeVar
 
 from . import auth
+from .client import Client
 from .config import EngineConfig, check_writable
 from .coordinator import Engine, Report
 from .events import AuditLog, Emitter, Listener
 from .planner import Filter, make_query, plan
 from .ratelimit import SlidingWindowLimiter
-from .client import Client
 from .store import Store
 
 T = TypeVar("T")
@@ -113,10 +114,8 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
         # a kernel interrupt lands here: cancel the engine so no worker lingers on the loop
         if not task.done():
             task.cancel()
-            try:
+            with contextlib.suppress(BaseException):
                 loop.run_until_complete(task)
-            except BaseException:
-                pass
         raise
 
 

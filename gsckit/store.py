@@ -9,6 +9,7 @@ one writer thread at a time.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from collections.abc import Iterable, Sequence
@@ -20,8 +21,8 @@ from typing import Any
 import duckdb
 import polars as pl
 
-from .errors import ConfigError, DatabaseLocked, StoreError
 from .config import check_writable
+from .errors import ConfigError, DatabaseLocked, StoreError
 from .parse import METRICS
 from .planner import Slice
 
@@ -138,10 +139,9 @@ class Store:
 
     def close(self) -> None:
         """Checkpoint (fold the WAL into the file) and close."""
-        try:
+        # a failed final checkpoint leaves the WAL, which the next open replays
+        with contextlib.suppress(duckdb.Error):
             self._con.execute("CHECKPOINT")
-        except duckdb.Error:
-            pass  # a failed final checkpoint leaves the WAL; the next open replays it
         self._con.close()
         _WRITING.discard(self._key)
 

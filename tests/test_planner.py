@@ -37,7 +37,7 @@ def test_body_is_one_day_page_with_filters():
 
 
 def test_names_are_case_insensitive_and_canonicalised():
-    q = query(dimensions="QUERY,searchappearance".split(",")[:1] + ["device"],
+    q = query(dimensions=["QUERY", "device"],
               search_type="GOOGLENEWS", data_state="ALL")
     assert q.dimensions == ("query", "device")
     assert q.search_types == ("googleNews",)

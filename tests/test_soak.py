@@ -60,7 +60,7 @@ def test_ten_sigkills_then_a_clean_finish(thread_sim, tmp_path):
         ledger_consistent(db)
         assert duplicate_keys(db) == 0
     final = start_backfill(sim, db, tmp_path / "final.jsonl")
-    out, err = final.communicate(timeout=180)
+    _, err = final.communicate(timeout=180)
     assert final.returncode == 0, err.decode()
     assert ledger_consistent(db) == len(DAYS)
     sim.do(assert_matches_truth, db, sim.sim, DAYS)
