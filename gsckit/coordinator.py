@@ -157,8 +157,9 @@ class Engine:
                 for task in (*workers, *helpers):
                     task.cancel()
         except* _Halt as group_error:
-            halt = group_error.exceptions[0]  # type: ignore[assignment]
-            halt_s = time.perf_counter() - halt.at
+            first = group_error.exceptions[0]
+            assert isinstance(first, _Halt)
+            halt, halt_s = first, time.perf_counter() - first.at
         finally:
             await asyncio.get_running_loop().run_in_executor(None, self._pool.shutdown, True)
             self._settle_commit()

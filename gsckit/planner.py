@@ -194,7 +194,7 @@ def check_day(value: object, what: str) -> date:
 def _canon(value: object, allowed: Sequence[str], what: str) -> str:
     if isinstance(value, str):
         name = _CANON.get(value.lower())
-        if name in allowed:
+        if name is not None and name in allowed:
             return name
     raise ConfigError(f"unknown {what} {value!r}; choose from {', '.join(allowed)}")
 

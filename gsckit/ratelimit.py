@@ -8,8 +8,10 @@ the previous reservation of each key plus the pacing interval ``window_s / limit
 that no key has more than ``limit`` units in the window ending there. Reservations are made in call
 order, so waiters are served first-in first-out; a cancelled waiter gives its reservation back.
 Admission uses the window widened by ``slack_s`` so that the server, which sees each request a
-little later and with jitter, still never counts more than ``limit`` in its own window. A window
-ending at ``t`` is the half-open interval ``(t - window, t]``. Standard library only, and no
+little later and with jitter, still never counts more than ``limit`` in its own window. A waiter
+that wakes is checked once more against the times earlier grants actually happened, so a busy
+event loop that wakes one waiter late cannot squeeze a later one into the same window either. A
+window ending at ``t`` is the half-open interval ``(t - window, t]``. Standard library only, and no
 asyncio object is created outside ``acquire``, so a limiter may be built anywhere and used by any
 event loop; one limiter is meant for one event loop at a time (it is not thread-safe).
 """
@@ -27,7 +29,8 @@ __all__ = ["SlidingWindowLimiter"]
 
 
 class _Slot:
-    """One reservation, shared by the deques of all its keys (removed by identity on cancel)."""
+    """``units`` at time ``t``: a reservation, shared by the deques of all its keys (removed by
+    identity on cancel), or a grant at the time it happened."""
 
     __slots__ = ("t", "units")
 
@@ -37,24 +40,31 @@ class _Slot:
 
 
 class _KeyState:
-    """Per-key bookkeeping: reservations for admission, grants for :meth:`peak`."""
+    """Per-key bookkeeping: reservations (the schedule), actual grants over the admission window
+    (the check on waking) and over ``window_s`` (for :meth:`SlidingWindowLimiter.peak`)."""
 
-    __slots__ = ("granted", "grants", "peak", "reserved", "slots")
+    __slots__ = ("granted", "grants", "peak", "recent", "recent_units", "reserved", "slots")
 
     def __init__(self) -> None:
         self.slots: deque[_Slot] = deque()
         self.reserved = 0
-        self.grants: deque[tuple[float, int]] = deque()
+        self.recent: deque[_Slot] = deque()
+        self.recent_units = 0
+        self.grants: deque[_Slot] = deque()
         self.granted = 0
         self.peak = 0
 
 
 class SlidingWindowLimiter:
-    """At most `limit` units in any `window_s` window, for each key, paced evenly, FIFO, cancellable.
+    """At most ``limit`` units in any ``window_s`` window per key; paced, FIFO, cancellable.
 
     ``slack_s`` (default ``min(1.0, 0.02 * window_s)``) widens the window used for admission;
     ``clock`` and ``sleep`` must agree (``sleep(d)`` lets at least ``d`` pass on ``clock``) and
-    are injectable for tests. Usage::
+    are injectable for tests. Every key serves its reservations in call order, so a request held
+    back by one key (a full site) also holds back later requests that share another of its keys
+    (the credential) until its reserved time. When the event loop wakes a waiter late, the
+    waiters whose windows it now reaches wait a little longer than planned (if the lag exceeds the
+    pacing interval, one may overtake another) rather than exceed the limit. Usage::
 
         limiter = SlidingWindowLimiter(960, 60.0)
         await limiter.acquire(("site:sc-domain:example.com", "cred:1"))
@@ -66,8 +76,8 @@ class SlidingWindowLimiter:
         "_interval",
         "_keys",
         "_limit",
-        "_sleep",
         "_slack",
+        "_sleep",
         "_window",
     )
 
@@ -124,7 +134,7 @@ class SlidingWindowLimiter:
         return self._interval
 
     async def acquire(self, keys: Iterable[Hashable], units: int = 1) -> float:
-        """Reserve ``units`` in the windows of all ``keys`` at one instant, wait for it, return the wait.
+        """Reserve ``units`` for all ``keys`` at one instant, sleep until then, return the wait.
 
         Raises ``ValueError`` if ``units`` is not in ``1..limit`` or ``keys`` is empty, and
         ``TypeError`` if ``keys`` is a single string. If the wait is cancelled (or ``sleep``
@@ -136,15 +146,20 @@ class SlidingWindowLimiter:
         states = self._states(keys)
         start = self._clock()
         slot = self._reserve(states, units, start)
+        wake_at = slot.t
         try:
-            while (delay := slot.t - self._clock()) > 0:
-                await self._sleep(delay)
+            while True:
+                while (delay := wake_at - self._clock()) > 0:
+                    await self._sleep(delay)
+                now = self._clock()
+                wake_at = self._recheck(states, units, now)
+                if wake_at <= now:
+                    break
         except BaseException:
             self._release(states, slot)
             raise
-        granted_at = self._clock()
-        self._record_grant(states, units, granted_at)
-        return granted_at - start
+        self._record_grant(states, units, now)
+        return now - start
 
     def used(self, key: Hashable, now: float | None = None) -> int:
         """Units reserved for ``key`` in the window ``(now - window_s, now]`` (``now``: the clock).
@@ -193,29 +208,52 @@ class SlidingWindowLimiter:
                 continue
             last = slots[-1]
             t = max(t, last.t + self._interval * last.units)
-            excess = state.reserved + units - self._limit
-            if excess > 0:
-                t = max(t, self._free_after(slots, excess))
+            if state.reserved + units > self._limit:
+                t = max(t, self._free_after(slots, state.reserved, units))
         slot = _Slot(t, units)
         for state in states:
             state.slots.append(slot)
             state.reserved += units
         return slot
 
-    def _free_after(self, slots: deque[_Slot], excess: int) -> float:
-        """Earliest time at which the oldest reservations totalling ``excess`` units left the window.
+    def _recheck(self, states: list[_KeyState], units: int, now: float) -> float:
+        """Earliest time from ``now`` at which granting keeps every key within ``limit`` over the
+        times earlier grants actually happened (later than reserved if the event loop ran late)."""
+        horizon = now - self._admission
+        t = now
+        for state in states:
+            recent = state.recent
+            while recent and recent[0].t <= horizon:
+                state.recent_units -= recent.popleft().units
+            if state.recent_units + units > self._limit:
+                t = max(t, self._free_after(recent, state.recent_units, units))
+        return t
 
-        The result ``t`` satisfies ``t - (window_s + slack_s) >= slot.t`` exactly in floating point,
-        so the half-open window ending at ``t`` no longer holds that slot.
+    def _free_after(self, entries: deque[_Slot], total: int, units: int) -> float:
+        """When ``entries`` (oldest first, ``total`` units) make room for ``units``.
+
+        That is when the newest entry that does not fit beside ``units`` has left the admission
+        window; the walk starts from whichever end is shorter. The result ``t`` satisfies
+        ``t - (window_s + slack_s) >= entry.t`` exactly in floating point, so the half-open
+        window ending at ``t`` no longer holds that entry.
         """
-        oldest = iter(slots)
-        slot = next(oldest)
-        excess -= slot.units
-        while excess > 0:
-            slot = next(oldest)
-            excess -= slot.units
-        t = slot.t + self._admission
-        while t - self._admission < slot.t:
+        room = self._limit - units
+        if total - room <= room:
+            oldest = iter(entries)
+            entry = next(oldest)
+            drop = total - room - entry.units
+            while drop > 0:
+                entry = next(oldest)
+                drop -= entry.units
+        else:
+            newest = reversed(entries)
+            entry = next(newest)
+            keep = room - entry.units
+            while keep >= 0:
+                entry = next(newest)
+                keep -= entry.units
+        t = entry.t + self._admission
+        while t - self._admission < entry.t:
             t = math.nextafter(t, math.inf)
         return t
 
@@ -234,8 +272,11 @@ class SlidingWindowLimiter:
         horizon = at - self._window
         for state in states:
             grants = state.grants
-            while grants and grants[0][0] <= horizon:
-                state.granted -= grants.popleft()[1]
-            grants.append((at, units))
+            while grants and grants[0].t <= horizon:
+                state.granted -= grants.popleft().units
+            grant = _Slot(at, units)
+            state.recent.append(grant)
+            state.recent_units += units
+            grants.append(grant)
             state.granted += units
             state.peak = max(state.peak, state.granted)

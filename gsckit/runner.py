@@ -59,9 +59,9 @@ async def backfill_async(
     """
     query = make_query(site, start, end, dimensions=dimensions, search_type=search_type,
                        data_state=data_state, filters=filters, today=today)
-    overrides = {k: v for k, v in (("max_concurrency", max_concurrency), ("qpm", qpm),
-                                   ("qpm_window_s", qpm_window_s), ("base_url", base_url))
-                 if v is not None}
+    shortcuts = (("max_concurrency", max_concurrency), ("qpm", qpm),
+                 ("qpm_window_s", qpm_window_s), ("base_url", base_url))
+    overrides: dict[str, Any] = {k: v for k, v in shortcuts if v is not None}
     cfg = dataclasses.replace(config or EngineConfig(), **overrides)
     creds = auth.resolve(token, credentials)
     check_writable(db, "database")
