@@ -58,7 +58,7 @@ class _KeyState:
 class SlidingWindowLimiter:
     """At most ``limit`` units in any ``window_s`` window per key; paced, FIFO, cancellable.
 
-    ``slack_s`` (default ``min(1.0, 0.02 * window_s)``) widens the window used for admission;
+    ``slack_s`` (default ``min(1.0, 0.1 * window_s)``, 1 s at 60 s) widens the admission window;
     ``clock`` and ``sleep`` must agree (``sleep(d)`` lets at least ``d`` pass on ``clock``) and
     are injectable for tests. Every key serves its reservations in call order, so a request held
     back by one key (a full site) also holds back later requests that share another of its keys
@@ -95,7 +95,7 @@ class SlidingWindowLimiter:
             raise ValueError(f"limit must be at least 1, got {limit}")
         if not (window_s > 0 and math.isfinite(window_s)):
             raise ValueError(f"window_s must be a positive number of seconds, got {window_s!r}")
-        slack = min(1.0, 0.02 * window_s) if slack_s is None else slack_s
+        slack = min(1.0, 0.1 * window_s) if slack_s is None else slack_s
         if not (slack >= 0 and math.isfinite(slack)):
             raise ValueError(f"slack_s must be a non-negative number of seconds, got {slack_s!r}")
         self._limit = limit

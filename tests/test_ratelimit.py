@@ -11,7 +11,7 @@ import heapq
 import itertools
 import random
 import time
-from collections.abc import Coroutine, Hashable, Sequence
+from collections.abc import Callable, Coroutine, Hashable, Sequence
 from typing import Any
 
 import pytest
@@ -22,10 +22,14 @@ Grant = tuple[float, int]
 
 
 class VirtualTime:
-    """A virtual clock with an injectable ``sleep`` and a driver that steps the earliest sleeper."""
+    """A virtual clock with an injectable ``sleep`` and a driver that steps the earliest sleeper.
 
-    def __init__(self, start: float = 0.0) -> None:
+    ``lateness()`` (default 0) is added to every sleep, as a busy event loop wakes timers late.
+    """
+
+    def __init__(self, start: float = 0.0, lateness: Callable[[], float] = lambda: 0.0) -> None:
         self.now = start
+        self._lateness = lateness
         self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
         self._seq = itertools.count()
         self._parked = 0
@@ -36,7 +40,8 @@ class VirtualTime:
 
     async def sleep(self, delay: float) -> None:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._sleepers, (self.now + delay, next(self._seq), future))
+        deadline = self.now + delay + self._lateness()
+        heapq.heappush(self._sleepers, (deadline, next(self._seq), future))
         self._parked += 1
         try:
             await future
@@ -91,7 +96,8 @@ class VirtualTime:
 
 
 def max_in_window(grants: Sequence[Grant], window: float) -> int:
-    """Most units whose times fit in one closed window ``[a, a + window]`` (stricter than half-open)."""
+    """Most units whose times fit in one closed window ``[a, a + window]`` (stricter than the
+    limiter's half-open windows)."""
     ordered = sorted(grants)
     best = total = first = 0
     for t, units in ordered:
@@ -139,17 +145,30 @@ async def test_4000_tasks_never_exceed_limit_in_any_window_and_keep_throughput(u
     grants = (await saturate(limiter, vt, [("cred:1",)] * 4000, 600.0, units))["cred:1"]
 
     assert max_in_window(grants, 60.0) == 960
+    assert max_in_window(grants, 60.999) == 960  # the admission window is 61 s (1 s slack)
     assert limiter.peak("cred:1") == 960
     in_span = sum(u for t, u in grants if t < start + 600.0)
     assert in_span >= 0.95 * 960 * 10
     assert sum(u for _, u in grants) == in_span + 4000 * units  # each worker's last grant
 
 
+@pytest.mark.parametrize("workers", [1, 8])
+async def test_a_few_busy_workers_keep_the_guarantee_and_the_throughput(workers: int) -> None:
+    vt = VirtualTime(start=777.777)
+    limiter = SlidingWindowLimiter(960, 60.0, clock=vt.clock, sleep=vt.sleep)
+    start = vt.now
+    grants = (await saturate(limiter, vt, [("cred:1",)] * workers, 600.0))["cred:1"]
+
+    assert max_in_window(grants, 60.999) == 960
+    assert limiter.peak("cred:1") == 960
+    assert sum(u for t, u in grants if t < start + 600.0) >= 0.95 * 960 * 10
+
+
 async def test_slack_keeps_jittered_arrivals_within_the_limit() -> None:
     jitter = random.Random(7)
     peaks: dict[float, tuple[int, int]] = {}
     for slack in (1.0, 0.0):
-        vt = VirtualTime()
+        vt = VirtualTime(start=16_300.1)  # grants cross 2**14, where t + 60 - 60 != t
         limiter = SlidingWindowLimiter(960, 60.0, slack_s=slack, clock=vt.clock, sleep=vt.sleep)
         grants = (await saturate(limiter, vt, [("cred:1",)] * 1000, 300.0))["cred:1"]
         arrivals = [(t + jitter.uniform(0.0, 0.5), u) for t, u in grants]
@@ -159,6 +178,31 @@ async def test_slack_keeps_jittered_arrivals_within_the_limit() -> None:
     assert peaks[1.0][1] <= 960
     assert peaks[0.0][0] == 960  # exact over grant times (half-open windows) ...
     assert peaks[0.0][1] > 960  # ... but the server, seeing jittered arrivals, would count more
+
+
+async def test_a_late_event_loop_cannot_push_a_window_over_the_limit() -> None:
+    # The engine's scaled quota (12 per 1.5 s, 30 ms slack) on a loop that wakes 1 timer in 10
+    # up to 200 ms late: the grant after a late one must wait rather than join its window.
+    lag = random.Random(3)
+    vt = VirtualTime(lateness=lambda: lag.uniform(0.0, 0.2) if lag.random() < 0.1 else 0.0)
+    limiter = SlidingWindowLimiter(12, 1.5, clock=vt.clock, sleep=vt.sleep)
+    grants = (await saturate(limiter, vt, [("cred:1",)] * 16, 150.0))["cred:1"]
+
+    assert max_in_window(grants, 1.529) == 12
+    assert limiter.peak("cred:1") == 12
+    assert sum(u for t, u in grants if t < 150.0) >= 0.9 * 12 * 100
+
+
+@pytest.mark.parametrize(("slack", "expected_wait"), [(1.0, 0.5), (0.0, 0.0)])
+async def test_admission_window_is_window_plus_slack(slack: float, expected_wait: float) -> None:
+    vt = VirtualTime()
+    limiter = SlidingWindowLimiter(4, 60.0, slack_s=slack, clock=vt.clock, sleep=vt.sleep)
+    for _ in range(4):
+        vt.spawn(limiter.acquire(["k"]))  # granted at 0, 15, 30, 45
+    await vt.advance(60.5)
+    late = vt.spawn(limiter.acquire(["k"]))
+    await vt.run_all()
+    assert late.result() == expected_wait  # the grant at 0 is 60.5 s old: inside 61 s, not 60 s
 
 
 async def test_sites_sharing_a_credential_and_a_site_shared_by_credentials() -> None:
@@ -189,7 +233,7 @@ async def test_keys_are_independent() -> None:
     assert await limiter.acquire(("site:A", "cred:1")) == 0.0
     same_credential = vt.spawn(limiter.acquire(("site:A", "cred:2")))
     await vt.run_all()
-    assert same_credential.result() > 120.0
+    assert same_credential.result() == 151.0  # cred:2 is shared: FIFO behind site B's 25
     assert limiter.used("site:A", now=1.0) == 1
 
 
@@ -311,6 +355,27 @@ async def test_a_failing_sleep_releases_the_reservation() -> None:
     assert await limiter.acquire(["k"]) == 0.0
 
 
+async def test_an_early_waking_sleep_is_repeated_until_the_reserved_time() -> None:
+    now = [0.0]
+
+    async def hasty_sleep(delay: float) -> None:
+        now[0] += max(delay / 2, 1e-6)
+        await asyncio.sleep(0)
+
+    limiter = SlidingWindowLimiter(10, 60.0, clock=lambda: now[0], sleep=hasty_sleep)
+    waits = [await limiter.acquire(["k"]) for _ in range(3)]
+    assert waits[0] == 0.0
+    assert waits[1] >= 6.0
+    assert now[0] >= 12.0
+
+
+async def test_a_key_repeated_in_one_call_counts_once() -> None:
+    limiter = SlidingWindowLimiter(2, 60.0)
+    await limiter.acquire(("k", "k", "cred:1"))
+    assert limiter.used("k") == 1
+    assert limiter.used("cred:1") == 1
+
+
 async def test_invalid_arguments_are_rejected() -> None:
     limiter = SlidingWindowLimiter(5, 1.0)
     for units in (0, -1, 6):
@@ -321,16 +386,20 @@ async def test_invalid_arguments_are_rejected() -> None:
     with pytest.raises(TypeError, match="iterable of keys"):
         await limiter.acquire("cred:1")
     assert limiter.used("k") == 0
-    for bad in ({"limit": 0}, {"window_s": 0.0}, {"window_s": float("inf")}, {"slack_s": -0.1}):
-        with pytest.raises(ValueError):
-            SlidingWindowLimiter(**{"limit": 5, **bad})
+    with pytest.raises(ValueError, match="limit must be at least 1"):
+        SlidingWindowLimiter(0)
+    for window in (0.0, -1.0, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="window_s must be"):
+            SlidingWindowLimiter(5, window)
+    with pytest.raises(ValueError, match="slack_s must be"):
+        SlidingWindowLimiter(5, 1.0, slack_s=-0.1)
 
 
 def test_defaults_and_repr() -> None:
     limiter = SlidingWindowLimiter(960)
     assert (limiter.limit, limiter.window_s, limiter.slack_s) == (960, 60.0, 1.0)
     assert limiter.interval_s == 0.0625
-    assert SlidingWindowLimiter(5, 0.5).slack_s == 0.01
+    assert SlidingWindowLimiter(5, 0.5).slack_s == 0.05
     assert repr(limiter) == "SlidingWindowLimiter(limit=960, window_s=60.0, slack_s=1.0)"
 
 
@@ -342,7 +411,7 @@ async def test_memory_stays_bounded_over_a_long_run() -> None:
     async def worker() -> None:
         while vt.now < 1_000.0:
             await limiter.acquire(["k"])
-            state = limiter._keys["k"]
+            state = limiter._keys["k"]  # white-box: the deques are what must stay bounded
             state_sizes.append((len(state.slots), len(state.grants)))
 
     for _ in range(3):
