@@ -84,3 +84,36 @@ def test_status_counts_days_and_gaps(thread_sim, tmp_path):
     row = gsckit.open(db).status().row(0, named=True)
     assert (row["days"], row["gaps"], row["rows"]) == (4, 2, 200)
     assert (row["first_day"], row["last_day"]) == (days[0], days[5])
+
+
+def test_interrupting_the_plain_call_in_a_running_loop_leaves_no_worker(thread_sim, tmp_path):
+    # Ctrl-C in a notebook cell that used the plain call: the engine must be cancelled (no
+    # zombie worker resuming on the next cell), committed days kept, and a re-run completes
+    sim = thread_sim(rows_per_day=30_000, latency_s=0.2)
+    days = day_range(40, 30)
+    db = tmp_path / "nb.duckdb"
+    script = textwrap.dedent(f"""
+        import asyncio, os, signal, sys, gsckit
+        async def cell():
+            loop = asyncio.get_running_loop()
+            loop.call_later(1.5, os.kill, os.getpid(), signal.SIGINT)
+            try:
+                gsckit.backfill({SITE!r}, {str(days[0])!r}, {str(days[-1])!r}, db={str(db)!r},
+                                token={TOKEN!r}, base_url={sim.base_url!r}, progress=False)
+            except KeyboardInterrupt:
+                await asyncio.sleep(0.5)
+                others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+                print("interrupted", len(others))
+        # like ipykernel: a plain loop, so SIGINT raises KeyboardInterrupt where the loop is
+        asyncio.new_event_loop().run_until_complete(cell())
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["interrupted", "0"]
+    sim.do(sim.sim.reset_stats)
+    kept = gsckit.open(db).days().height
+    assert 0 < kept < 30
+    report = gsckit.backfill(SITE, days[0], days[-1], db=db, token=TOKEN, base_url=sim.base_url,
+                             progress=False)
+    assert report.ok and report.skipped == kept and report.done == 30 - kept
