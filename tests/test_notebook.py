@@ -29,5 +29,8 @@ def test_quickstart_notebook_executes(tmp_path):
     widgets = nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
     names = {w["model_name"] for w in widgets.values()}
     assert {"FloatProgressModel", "HTMLModel", "HBoxModel"} <= names
+    gauges = [w["state"] for w in widgets.values() if w["model_name"] == "FloatProgressModel"
+              and w["state"].get("description") == "QPM"]
+    assert gauges and gauges[0]["value"] > 0, "the QPM gauge never moved"
     assert "notebook-demo-token" not in rendered, "a token reached the notebook's outputs"
     assert (tmp_path / "quickstart.duckdb").exists()
