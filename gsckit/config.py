@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -73,6 +74,8 @@ class EngineConfig:
     pages of the next day at once (halves a big day's latency; costs at most one empty page).
     ``base_url``: API root; Google's hosts, or a loopback URL (the simulator) given explicitly.
     ``qpm_report_s``: seconds between ``qpm`` audit lines.
+    ``db_memory_limit``: DuckDB's buffer memory; without it DuckDB keeps up to 80% of RAM of table
+    blocks and a long backfill's memory grows with the file.
     """
 
     max_concurrency: int = 8
@@ -84,6 +87,7 @@ class EngineConfig:
     prefetch: bool = True
     base_url: str = DEFAULT_BASE_URL
     qpm_report_s: float = 2.0
+    db_memory_limit: str = "256MB"
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     timeouts: Timeouts = field(default_factory=Timeouts)
 
@@ -104,6 +108,17 @@ class EngineConfig:
         if self.qpm_report_s <= 0:
             raise ConfigError("qpm_report_s must be positive")
         object.__setattr__(self, "base_url", check_base_url(self.base_url))
+        check_size(self.db_memory_limit)
+
+
+_SIZE = re.compile(r"^\d+(\.\d+)?\s*(B|KB|MB|GB|KiB|MiB|GiB)$", re.IGNORECASE)
+
+
+def check_size(text: str) -> str:
+    """Return a DuckDB memory size such as ``'256MB'``, or raise :class:`ConfigError`."""
+    if not isinstance(text, str) or not _SIZE.match(text.strip()):
+        raise ConfigError(f"memory size {text!r} must look like '256MB' or '1GB'")
+    return text.strip()
 
 
 def check_base_url(url: str) -> str:

@@ -27,9 +27,12 @@ from .client import Client, Emit
 from .config import EngineConfig
 from .errors import GsckitError, RunHalted, StoreError
 from .planner import Slice
-from .store import Commit, Store
+from .store import Commit, Staged, Store
 
 _CONTINUE, _NEW = 0, 1
+# DuckDB's row-group size: a transaction inserting this many rows writes them straight to the
+# file, so the writer groups ready days up to it (and never waits for more to arrive)
+_GROUP_ROWS = 122_880
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,7 @@ class _SliceState:
     queued: set[int] = field(default_factory=set)
     end: int | None = None
     requests: int = 0
+    rows: int = 0
     closed: bool = False
 
     def complete(self, row_limit: int) -> bool:
@@ -125,7 +129,7 @@ class Engine:
         self._done = self._failed = self._rows = self._duplicates = 0
         self._failures: list[str] = []
         self._timers: list[asyncio.TimerHandle] = []
-        self._committing: tuple[_SliceState, Future[Commit]] | None = None
+        self._committing: tuple[list[_SliceState], Future[list[Commit]]] | None = None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gsckit-writer")
 
     @property
@@ -239,6 +243,7 @@ class Engine:
         if state.closed:
             return
         state.pages[start_row] = frame
+        state.rows += frame.height
         row_limit = self.config.row_limit
         if rows >= row_limit:
             await self._enqueue(state, start_row + row_limit, _CONTINUE)
@@ -269,25 +274,31 @@ class Engine:
 
     async def _write(self) -> None:
         while True:
-            state = await self._commits.get()
-            future = self._pool.submit(self._commit, state)
-            self._committing = (state, future)
+            group = [await self._commits.get()]
+            rows = group[0].rows
+            while rows < _GROUP_ROWS and not self._commits.empty():
+                group.append(self._commits.get_nowait())
+                rows += group[-1].rows
+            future = self._pool.submit(self._commit, group)
+            self._committing = (group, future)
             try:
-                result = await asyncio.wrap_future(future)
+                results = await asyncio.wrap_future(future)
             except StoreError as exc:
                 self._halted.set()
                 raise _Halt(exc) from None
             self._committing = None
-            self._account(state, result)
+            for state, result in zip(group, results, strict=True):
+                self._account(state, result)
 
     def _settle_commit(self) -> None:
         """Count a commit the writer thread finished while the run was being stopped."""
         if self._committing is None:
             return
-        state, future = self._committing
+        group, future = self._committing
         self._committing = None
         if future.done() and not future.cancelled() and future.exception() is None:
-            self._account(state, future.result())
+            for state, result in zip(group, future.result(), strict=True):
+                self._account(state, result)
 
     def _account(self, state: _SliceState, result: Commit) -> None:
         self._done += 1
@@ -299,12 +310,14 @@ class Engine:
                    duplicates=result.duplicates)
         self._release(state)
 
-    def _commit(self, state: _SliceState) -> Commit:
-        assert state.end is not None
-        frames = [state.pages[s] for s in sorted(state.pages) if s <= state.end]
-        frame = pl.concat(frames, how="vertical") if len(frames) > 1 else frames[0]
-        return self.store.commit_slice(state.piece, frame, pages=len(frames),
-                                       requests=state.requests, run_id=self.run_id)
+    def _commit(self, group: list[_SliceState]) -> list[Commit]:
+        staged = []
+        for state in group:
+            assert state.end is not None
+            frames = [state.pages[s] for s in sorted(state.pages) if s <= state.end]
+            frame = pl.concat(frames, how="vertical") if len(frames) > 1 else frames[0]
+            staged.append(Staged(state.piece, frame, len(frames), state.requests))
+        return self.store.commit_slices(staged, run_id=self.run_id)
 
     async def _tick(self) -> None:
         while True:

@@ -70,7 +70,7 @@ async def backfill_async(
     slices = plan(query)
     emitter = Emitter(listeners)
     closers: list[Any] = []
-    store = Store(db)
+    store = Store(db, memory_limit=cfg.db_memory_limit)
     try:
         if audit_log is not None:
             log = AuditLog(audit_log)

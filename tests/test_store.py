@@ -15,7 +15,7 @@ import pytest
 import gsckit
 from gsckit import ConfigError, Database, Slice, StoreError
 from gsckit.events import AuditLog, Event
-from gsckit.store import LEDGER, TABLE, Commit, Store
+from gsckit.store import LEDGER, TABLE, Commit, Staged, Store
 
 from .conftest import SITE, assert_matches_truth, day_range, days_ago, run
 
@@ -331,3 +331,34 @@ async def test_database_reads_a_real_backfill(make_sim, db):
     total = assert_matches_truth(db, sim, days)
     assert gsckit.open(db).frame(SITE, start=days[0], end=days[-1]).height == total == 2100
     assert gsckit.open(db).status()["days"].to_list() == [3]
+
+
+def test_a_group_commit_is_all_or_nothing(db):
+    first, second = piece(days_ago(10)), piece(days_ago(11))
+    with Store(db) as store:
+        real = store._con
+        store._con = FailingLedgerOnSecond(real)
+        with pytest.raises(StoreError):
+            store.commit_slices([Staged(first, page(["a", "b"]), 1, 1),
+                                 Staged(second, page(["c"]), 1, 1)], run_id="group")
+        store._con = real
+        assert real.execute(f"SELECT count(*) FROM {TABLE}").fetchone()[0] == 0
+        commits = store.commit_slices([Staged(first, page(["a", "b"]), 1, 1),
+                                       Staged(second, page(["c", "c"]), 1, 1)], run_id="group")
+    assert [(c.rows, c.duplicates) for c in commits] == [(2, 0), (1, 1)]
+    assert ledger(db).height == 2
+
+
+class FailingLedgerOnSecond(FailingLedger):
+    """Lets the first ledger insert through and fails the second."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        super().__init__(con, duckdb.IOException("disk full"))
+        self._seen = 0
+
+    def execute(self, sql: str, *args, **kwargs):
+        if sql.lstrip().startswith(f"INSERT OR REPLACE INTO {LEDGER}"):
+            self._seen += 1
+            if self._seen == 1:
+                return self._con.execute(sql, *args, **kwargs)
+        return super().execute(sql, *args, **kwargs)
