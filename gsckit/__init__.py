@@ -29,7 +29,7 @@ from .errors import (
 )
 from .events import AuditLog, Event
 from .planner import Filter, Query, Slice, make_query, plan
-from .runner import backfill, backfill_async, run_sync
+from .runner import Preview, backfill, backfill_async, preview, run_sync
 from .store import Database
 
 try:
@@ -58,6 +58,7 @@ __all__ = [
     "Filter",
     "GsckitError",
     "PermissionDenied",
+    "Preview",
     "Query",
     "RateLimited",
     "Report",
@@ -77,6 +78,7 @@ __all__ = [
     "make_query",
     "open",
     "plan",
+    "preview",
     "run_sync",
 ]
 

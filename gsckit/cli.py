@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import sys
@@ -22,7 +23,7 @@ from .config import DEFAULT_BASE_URL, EngineConfig
 from .coordinator import Report
 from .errors import ConfigError, GsckitError, RunHalted
 from .planner import DATA_STATES, pacific_today
-from .runner import backfill_async
+from .runner import backfill_async, preview
 from .store import Database
 
 DEMO_SITE = "sc-domain:demo.example"
@@ -72,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--json", action="store_true", help="print one JSON summary line")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.add_argument("--force", action="store_true", help="re-fetch days already committed")
+    run.add_argument("--dry-run", action="store_true", help="validate and print what would be "
+                     "fetched (days, requests, time at the rate limit); send and write nothing")
     run.set_defaults(handler=_backfill)
 
     status = commands.add_parser("status", help="which days are complete in a database",
@@ -135,6 +138,12 @@ def _summary(report: Report) -> dict[str, Any]:
 def _backfill(args: argparse.Namespace) -> int:
     config = EngineConfig(max_concurrency=args.concurrency, qpm=args.qpm,
                           qpm_window_s=args.qpm_window_s, base_url=args.base_url)
+    if args.dry_run:
+        plan = preview(args.site, args.start, args.end, dimensions=args.dimensions,
+                       search_type=args.search_type, data_state=args.data_state,
+                       filters=args.filter, db=args.db, config=config, force=args.force)
+        print(json.dumps(dataclasses.asdict(plan)) if args.json else plan.summary())
+        return 0
     report = asyncio.run(backfill_async(
         args.site, args.start, args.end, dimensions=args.dimensions,
         search_type=args.search_type, data_state=args.data_state, filters=args.filter,

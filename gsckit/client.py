@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import time
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -165,6 +167,7 @@ class Client:
         self._emit = emit
         self._rng = rng or random.Random()
         self._session: aiohttp.ClientSession | None = None
+        self._parser: ThreadPoolExecutor | None = None
         self._paused_until: dict[str, float] = {}
 
     def __repr__(self) -> str:
@@ -180,11 +183,17 @@ class Client:
             connector=aiohttp.TCPConnector(limit=self.config.max_concurrency * 2 + 2),
             raise_for_status=False,
         )
+        # parsing a page briefly needs several times its JSON size; more threads than cores
+        # only add peak memory
+        self._parser = ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 2),
+                                          thread_name_prefix="gsckit-parse")
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         if self._session is not None:
             await self._session.close()
+        if self._parser is not None:
+            self._parser.shutdown(wait=False, cancel_futures=True)
 
     def url(self, site: str) -> URL:
         """The query URL, the site percent-encoded as one path segment."""
@@ -261,7 +270,8 @@ class Client:
             raise TransportError(f"{type(exc).__name__} talking to the API") from None
         except TimeoutError:
             raise TransportError("the API did not answer in time") from None
-        return await asyncio.to_thread(parse_page, payload, piece.dimensions)
+        return await asyncio.get_running_loop().run_in_executor(
+            self._parser, parse_page, payload, piece.dimensions)
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         policy = self.config.retry

@@ -87,7 +87,7 @@ class EngineConfig:
     prefetch: bool = True
     base_url: str = DEFAULT_BASE_URL
     qpm_report_s: float = 2.0
-    db_memory_limit: str = "256MB"
+    db_memory_limit: str = "128MB"
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     timeouts: Timeouts = field(default_factory=Timeouts)
 

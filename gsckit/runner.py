@@ -13,7 +13,9 @@ import contextlib
 import dataclasses
 import os
 from collections.abc import Coroutine, Iterable
+from dataclasses import dataclass
 from datetime import date
+from pathlib import Path
 from typing import Any, TypeVar
 
 from . import auth
@@ -23,9 +25,62 @@ from .coordinator import Engine, Report
 from .events import AuditLog, Emitter, Listener
 from .planner import Filter, make_query, plan
 from .ratelimit import SlidingWindowLimiter
-from .store import Store
+from .store import Database, Store
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Preview:
+    """What a backfill would do, computed without sending or writing anything."""
+
+    slices: int
+    skipped: int
+    todo: int
+    requests: int
+    min_seconds: float
+    sites: int
+
+    def summary(self) -> str:
+        minutes = self.min_seconds / 60
+        return (f"{self.slices} days planned over {self.sites} site(s): {self.skipped} already "
+                f"complete, {self.todo} to fetch; about {self.requests} requests, at least "
+                f"{minutes:.1f} min at the rate limit")
+
+
+def preview(
+    site: str | Iterable[str],
+    start: date | str,
+    end: date | str,
+    *,
+    dimensions: str | Iterable[str] | None = None,
+    search_type: str | Iterable[str] = "web",
+    data_state: str = "final",
+    filters: Iterable[Filter | str] = (),
+    db: str | os.PathLike[str] = "gsc.duckdb",
+    config: EngineConfig | None = None,
+    force: bool = False,
+    today: date | None = None,
+) -> Preview:
+    """A dry run of :func:`backfill_async` with the same arguments: validate, read the ledger,
+    and estimate requests (pages per day from each stream's history, else one) and time at the
+    rate limit. Sends nothing and writes nothing; needs no credentials."""
+    query = make_query(site, start, end, dimensions=dimensions, search_type=search_type,
+                       data_state=data_state, filters=filters, today=today)
+    cfg = config or EngineConfig()
+    slices = plan(query)
+    done: set[str] = set()
+    history: dict[tuple[str, str, str, str], float] = {}
+    if Path(db).exists():
+        database = Database(db)
+        done = set() if force else database.completed(slices)
+        history = database.pages_per_day()
+    todo = [s for s in slices if s.key not in done]
+    requests = round(sum(history.get(s.stream, 1.0) for s in todo))
+    # one credential carries every request, so its window is the binding limit
+    min_seconds = requests * cfg.qpm_window_s / cfg.qpm
+    return Preview(slices=len(slices), skipped=len(slices) - len(todo), todo=len(todo),
+                   requests=requests, min_seconds=round(min_seconds, 1), sites=len(query.sites))
 
 
 async def backfill_async(

@@ -141,7 +141,7 @@ def _completed(con: duckdb.DuckDBPyConnection, slices: Iterable[Slice]) -> set[s
 class Store:
     """The single writer of one gsckit DuckDB file."""
 
-    def __init__(self, path: str | os.PathLike[str], *, memory_limit: str = "256MB") -> None:
+    def __init__(self, path: str | os.PathLike[str], *, memory_limit: str = "128MB") -> None:
         memory_limit = check_size(memory_limit)
         self.path = Path(path)
         check_writable(self.path, "database")
