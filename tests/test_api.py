@@ -117,3 +117,23 @@ def test_interrupting_the_plain_call_in_a_running_loop_leaves_no_worker(thread_s
     report = gsckit.backfill(SITE, days[0], days[-1], db=db, token=TOKEN, base_url=sim.base_url,
                              progress=False)
     assert report.ok and report.skipped == kept and report.done == 30 - kept
+
+
+def test_preview_estimates_from_history_and_sends_nothing(thread_sim, tmp_path):
+    sim = thread_sim(rows_per_day=30_000)
+    days = day_range(40, 10)
+    db = tmp_path / "gsc.duckdb"
+    fresh = gsckit.preview(SITE, days[0], days[-1], db=db)
+    assert (fresh.todo, fresh.skipped, fresh.requests) == (10, 0, 10)
+    assert not db.exists()
+    gsckit.backfill(SITE, days[0], days[3], db=db, token=TOKEN, base_url=sim.base_url,
+                    progress=False)
+    sim.do(sim.sim.reset_stats)
+    plan = gsckit.preview(SITE, days[0], days[-1], db=db, config=gsckit.EngineConfig(qpm=60))
+    assert (plan.slices, plan.skipped, plan.todo) == (10, 4, 6)
+    assert plan.requests == 12, "30,000-row days took two pages each"
+    assert plan.min_seconds == 12.0
+    assert sim.stats()["requests"] == 0
+    report = gsckit.backfill(SITE, days[0], days[-1], db=db, token=TOKEN,
+                             base_url=sim.base_url, progress=False)
+    assert report.requests == plan.requests

@@ -352,3 +352,16 @@ def test_demo_runs_offline_and_prints_top_queries(tmp_path, capsys, monkeypatch)
     assert gsckit.open(db).days().height == 5
     code, out, err = cli(capsys, "demo", "--days", "0")
     assert code == 2 and "--days" in one_error_line(err)
+
+
+def test_dry_run_needs_no_credentials_and_writes_nothing(thread_sim, tmp_path, capsys,
+                                                         monkeypatch):
+    monkeypatch.delenv("GSC_ACCESS_TOKEN", raising=False)
+    days = day_range(30, 5)
+    db = tmp_path / "gsc.duckdb"
+    code, out, err = cli(capsys, "backfill", SITE, "--start", days[0], "--end", days[-1],
+                         "--db", db, "--dry-run", "--json")
+    assert code == 0 and err == ""
+    assert json.loads(out) == {"slices": 5, "skipped": 0, "todo": 5, "requests": 5,
+                               "min_seconds": 0.3, "sites": 1}
+    assert not db.exists()
