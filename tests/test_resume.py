@@ -17,7 +17,7 @@ import gsckit
 
 from .conftest import SITE, TOKEN, assert_matches_truth, day_range, duplicate_keys
 
-DAYS = day_range(60, 24)
+DAYS = day_range(60, 40)
 
 
 def start_backfill(sim, db: Path, audit: Path) -> subprocess.Popen:
