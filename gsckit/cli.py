@@ -102,8 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
                                "realistic latency, then print a summary and the top queries.")
     demo.add_argument("--days", type=int, default=90, help="days to backfill (default 90)")
     demo.add_argument("--db", help="DuckDB file (default: a fresh temporary file)")
-    demo.add_argument("--latency-ms", type=float, default=250.0,
-                      help="simulated latency (default 250)")
+    demo.add_argument("--latency-ms", type=float, default=800.0,
+                      help="simulated latency per request, +/-50%% (default 800)")
     demo.add_argument("--no-progress", action="store_true", help="no progress bar")
     demo.set_defaults(handler=_demo)
     return parser
