@@ -60,7 +60,6 @@ class Page:
     """One parsed page and what it cost."""
 
     frame: pl.DataFrame
-    rows: int
     attempts: int
 
 
@@ -223,7 +222,7 @@ class Client:
                 error = exc
             else:
                 self._log(piece, start_row, attempt, started, 200, page.height, "")
-                return Page(page, page.height, attempt)
+                return Page(page, attempt)
             status = error.status if isinstance(error, ApiError) else "error"
             self._log(piece, start_row, attempt, started, status, 0, _reason(error))
             if isinstance(error, Unauthorized) and not refreshed:

@@ -226,7 +226,7 @@ class Engine:
             if self._halted.is_set():
                 return
             state.requests += page.attempts
-            await self._on_page(state, start_row, page.frame, page.rows)
+            await self._on_page(state, start_row, page.frame)
 
     def _park(self, state: _SliceState, start_row: int) -> bool:
         """Set a paused site's batch aside until the pause ends, so workers serve other sites."""
@@ -238,14 +238,13 @@ class Engine:
         self._timers.append(loop.call_at(resume, self._queue.put_nowait, item))
         return True
 
-    async def _on_page(self, state: _SliceState, start_row: int, frame: pl.DataFrame,
-                       rows: int) -> None:
+    async def _on_page(self, state: _SliceState, start_row: int, frame: pl.DataFrame) -> None:
         if state.closed:
             return
         state.pages[start_row] = frame
         state.rows += frame.height
         row_limit = self.config.row_limit
-        if rows >= row_limit:
+        if frame.height >= row_limit:
             await self._enqueue(state, start_row + row_limit, _CONTINUE)
         else:
             state.end = start_row if state.end is None else min(state.end, start_row)

@@ -119,8 +119,7 @@ async def backfill_async(
     overrides: dict[str, Any] = {k: v for k, v in shortcuts if v is not None}
     cfg = dataclasses.replace(config or EngineConfig(), **overrides)
     creds = auth.resolve(token, credentials)
-    check_writable(db, "database")
-    if audit_log is not None:
+    if audit_log is not None:  # before the store, which creates the database file
         check_writable(audit_log, "audit log")
     slices = plan(query)
     emitter = Emitter(listeners)

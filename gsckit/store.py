@@ -248,9 +248,10 @@ class Store:
         return frame.select(exprs)
 
     def _protect(self) -> None:
-        for extra in (self.path.with_name(self.path.name + ".wal"),):
-            if extra.exists():
-                extra.chmod(0o600)
+        """DuckDB creates the WAL with the default umask; keep it as private as the file."""
+        wal = self.path.with_name(self.path.name + ".wal")
+        if wal.exists():
+            wal.chmod(0o600)
 
 
 class Database:

@@ -15,14 +15,14 @@ import polars as pl
 import pytest
 
 import gsckit
+from gsckit.parse import DIMENSION_COLUMNS as DIM_COLUMNS
+from gsckit.parse import METRICS as PARSE_METRICS
 from gsckit.planner import pacific_today
 from gsckit.sim import SimConfig, Simulator
 
 TOKEN = "test-token-Zq9xK"
 SITE = "sc-domain:example.com"
-METRICS = ["clicks", "impressions", "ctr", "position"]
-DIM_COLUMNS = {"query": "query", "page": "page", "country": "country", "device": "device",
-               "searchAppearance": "search_appearance", "hour": "hour"}
+METRICS = list(PARSE_METRICS)
 
 
 def days_ago(n: int) -> date:
