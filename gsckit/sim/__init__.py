@@ -33,8 +33,8 @@ from typing import Any, NamedTuple
 import polars as pl
 from aiohttp import web
 
-from .errors import ConfigError
-from .planner import DATA_STATES, DIMENSIONS, FILTER_DIMENSIONS, OPERATORS, SEARCH_TYPES
+from ..errors import ConfigError
+from ..planner import DATA_STATES, DIMENSIONS, FILTER_DIMENSIONS, OPERATORS, SEARCH_TYPES
 
 RATE_FAULTS = ("429", "403_quota", "403_rate", "500", "503", "reset", "truncate", "invalid_json",
                "stall")
