@@ -13,11 +13,13 @@ from .config import EngineConfig, RetryPolicy, Timeouts
 from .coordinator import Report
 from .errors import (
     ApiError,
+    AuditLogError,
     BadRequest,
     ConfigError,
     CredentialsError,
     DatabaseLocked,
     GsckitError,
+    InternalError,
     PermissionDenied,
     RateLimited,
     RunHalted,
@@ -46,6 +48,7 @@ def open(path: str = "gsc.duckdb") -> Database:
 __all__ = [
     "ApiError",
     "AuditLog",
+    "AuditLogError",
     "BadRequest",
     "CallableToken",
     "ConfigError",
@@ -57,6 +60,7 @@ __all__ = [
     "Event",
     "Filter",
     "GsckitError",
+    "InternalError",
     "PermissionDenied",
     "Preview",
     "Query",

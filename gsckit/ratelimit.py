@@ -57,8 +57,8 @@ class _KeyState:
     (the check on waking) and over ``window_s`` (for :meth:`SlidingWindowLimiter.peak`), and the
     lowered limit after a slow-down (``cut`` units at ``cut_at``; 0 when not lowered)."""
 
-    __slots__ = ("cut", "cut_at", "granted", "grants", "peak", "recent", "recent_units",
-                 "reserved", "slots")
+    __slots__ = ("cut", "cut_at", "first", "granted", "grants", "peak", "recent",
+                 "recent_units", "reserved", "slots")
 
     def __init__(self) -> None:
         self.slots: deque[_Slot] = deque()
@@ -70,6 +70,7 @@ class _KeyState:
         self.peak = 0
         self.cut = 0
         self.cut_at = -math.inf
+        self.first = math.inf
 
 
 class SlidingWindowLimiter:
@@ -179,8 +180,9 @@ class SlidingWindowLimiter:
         """Lower the limit of ``keys`` after the server said their rate is too high.
 
         Each key's new limit is ``decrease`` times the smaller of its current limit and the units
-        it was granted in the last window (at least 1); its pending reservations are spaced out
-        at the new pace. A key lowered at or after ``since`` (the time the failed request was
+        it was granted in the last window (extrapolated to a whole window for a key first granted
+        less than a window ago), at least 1; its pending reservations are spaced out at the new
+        pace. A key lowered at or after ``since`` (the time the failed request was
         granted, from :meth:`now`) is left alone: that slow-down already answered the request.
         Returns whether any key was lowered.
         """
@@ -193,7 +195,11 @@ class SlidingWindowLimiter:
                     continue
                 current = self._limit_at(state, now)
                 self._trim_grants(state, now)
-                base = min(current, state.granted) if state.granted else current
+                # what the key sends per window; a key younger than a window is extrapolated
+                span = now - state.first
+                sent = state.granted * self._window / max(span, self._interval) if (
+                    span < self._window) else state.granted
+                base = min(current, sent) if state.granted else current
                 state.cut = max(1, min(current - 1, math.floor(base * self._decrease)))
                 state.cut_at = now
                 self._respace(state, now)
@@ -380,6 +386,7 @@ class SlidingWindowLimiter:
         """Log a grant at ``at`` for each key and update its peak over windows of ``window_s``."""
         for state in states:
             self._trim_grants(state, at)
+            state.first = min(state.first, at)
             grants = state.grants
             grant = _Slot(at, units)
             state.recent.append(grant)

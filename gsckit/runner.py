@@ -19,12 +19,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from . import auth
-from .client import Client
+from .client import Client, limiter_keys, shared_limiter
 from .config import EngineConfig, check_writable
 from .coordinator import Engine, Report
 from .events import AuditLog, Emitter, Listener
 from .planner import Filter, make_query, plan
-from .ratelimit import SlidingWindowLimiter
 from .store import Database, Store
 
 T = TypeVar("T")
@@ -122,29 +121,30 @@ async def backfill_async(
     if audit_log is not None:  # before the store, which creates the database file
         check_writable(audit_log, "audit log")
     slices = plan(query)
+    keys = [key for site in query.sites for key in limiter_keys(site, creds)]
     emitter = Emitter(listeners)
     closers: list[Any] = []
-    store = Store(db, memory_limit=cfg.db_memory_limit)
-    try:
-        if audit_log is not None:
-            log = AuditLog(audit_log)
-            closers.append(log)
-            emitter.add(log)
-        display = _progress(progress)
-        if display is not None:
-            closers.append(display)
-            emitter.add(display)
-        done = set() if force else store.completed(slices)
-        todo = [s for s in slices if s.key not in done]
-        limiter = SlidingWindowLimiter(cfg.qpm, cfg.qpm_window_s)
-        async with Client(cfg, creds, limiter, emitter) as client:
-            engine = Engine(todo, config=cfg, client=client, store=store, emit=emitter,
-                            skipped=len(slices) - len(todo))
-            return await engine.run()
-    finally:
-        for closer in closers:
-            closer.close()
-        store.close()
+    with shared_limiter(cfg, keys) as limiter:
+        store = Store(db, memory_limit=cfg.db_memory_limit)
+        try:
+            if audit_log is not None:
+                log = AuditLog(audit_log)
+                closers.append(log)
+                emitter.add(log, critical=True)
+            display = _progress(progress)
+            if display is not None:
+                closers.append(display)
+                emitter.add(display)
+            done = set() if force else store.completed(slices)
+            todo = [s for s in slices if s.key not in done]
+            async with Client(cfg, creds, limiter, emitter) as client:
+                engine = Engine(todo, config=cfg, client=client, store=store, emit=emitter,
+                                skipped=len(slices) - len(todo))
+                return await engine.run()
+        finally:
+            for closer in closers:
+                closer.close()
+            store.close()
 
 
 def backfill(*args: Any, **kwargs: Any) -> Report:

@@ -12,8 +12,7 @@ from gsckit.sim import Faults
 
 from .conftest import SITE, TOKEN, assert_matches_truth, day_range, duplicate_keys, run
 
-FAST_RETRY = RetryPolicy(max_attempts=8, base_s=0.01, max_backoff_s=0.05, quota_pause_after=3,
-                         quota_pause_s=0.2)
+FAST_RETRY = RetryPolicy(max_attempts=8, base_s=0.01, max_backoff_s=0.05, quota_pause_s=0.2)
 
 
 def fast(**changes):
@@ -21,14 +20,16 @@ def fast(**changes):
                         **changes)
 
 
-@pytest.mark.parametrize("kind", ["429", "403_quota", "403_rate", "500", "503", "reset",
-                                  "truncate", "invalid_json", "stall"])
+@pytest.mark.parametrize("kind", ["429", "403_rate", "500", "503", "reset", "truncate",
+                                  "invalid_json", "stall"])
 async def test_each_retryable_fault_is_retried_with_nothing_lost(make_sim, db, kind):
     sim = await make_sim(rows_per_day=30_000,
                          faults=Faults(seed=7, rates={kind: 0.3}, stall_s=2.0))
     days = day_range(30, 6)
     events = []
-    report = await run(sim, db, days[0], days[-1], config=fast(), listeners=[events.append])
+    # a scaled rate window: each 429 slows the rate down, and recovery is per window
+    report = await run(sim, db, days[0], days[-1], config=fast(qpm_window_s=0.2),
+                       listeners=[events.append])
     stats = sim.stats()
     assert stats["faults"].get(kind, 0) > 0, "the simulator injected no fault"
     assert report.ok and report.failed == 0
@@ -54,29 +55,41 @@ async def test_retry_after_header_is_honoured(make_sim, db):
     assert retry.data["delay_s"] == pytest.approx(0.4)
 
 
-async def test_persistent_quota_errors_pause_the_site_then_resume(make_sim, db):
-    sim = await make_sim(rows_per_day=10,
+async def test_the_load_quota_pauses_the_site_once_then_it_resumes(make_sim, db):
+    # three requests in flight together all meet the load quota: one pause, not a stop
+    sim = await make_sim(rows_per_day=10, latency_s=0.05,
                          faults=Faults(script={1: "403_quota", 2: "403_quota", 3: "403_quota"}))
-    days = day_range(20, 3)
+    days = day_range(20, 6)
     events = []
     started = time.perf_counter()
-    report = await run(sim, db, days[0], days[-1], config=fast(max_concurrency=1),
+    report = await run(sim, db, days[0], days[-1],
+                       config=fast(max_concurrency=4, qpm_window_s=0.1),
                        listeners=[events.append])
-    assert report.ok
+    assert report.ok and report.stopped == 0
     pauses = [e for e in events if e.kind == "pause"]
     assert len(pauses) == 1 and pauses[0].data["site"] == SITE
+    assert [e.data["site"] for e in events if e.kind == "resume"] == [SITE]
+    assert not [e for e in events if e.kind == "retry"], "the load quota is not retried in place"
     assert time.perf_counter() - started >= 0.2
+    log = sim.request_log
+    paused_at = min(r.finished for r in log if r.fault == "403_quota")
+    assert not [r for r in log if paused_at + 0.02 < r.arrived < paused_at + 0.18], (
+        "a request of the paused site was sent during the pause")
     assert_matches_truth(db, sim, days)
 
 
-async def test_quota_that_outlasts_the_pause_halts_resumably(make_sim, db):
+async def test_a_load_quota_that_persists_stops_the_site_and_a_rerun_resumes(make_sim, db):
     sim = await make_sim(rows_per_day=10, faults=Faults(rates={"403_quota": 1.0}))
-    [day] = day_range(20, 1)
-    with pytest.raises(RunHalted, match="long-term load quota"):
-        await run(sim, db, day, day, config=fast())
+    days = day_range(20, 3)
+    report = await run(sim, db, days[0], days[-1], config=fast())
+    assert not report.ok and not report.halted
+    assert (report.done, report.stopped) == (0, 3)
+    assert "long-term" in report.stopped_sites[SITE]
+    assert sim.stats()["requests"] == 2  # the first pauses the site; the next, after it, stops it
     sim.configure(faults=Faults())
-    report = await run(sim, db, day, day, config=fast())
-    assert report.done == 1
+    again = await run(sim, db, days[0], days[-1], config=fast())
+    assert again.ok and again.done == 3
+    assert_matches_truth(db, sim, days)
 
 
 async def test_exhausted_retries_fail_the_day_and_a_rerun_completes_it(make_sim, db):
@@ -147,7 +160,7 @@ async def test_halt_cancels_waits_in_backoff_and_quota_pause(make_sim, db):
     sim = await make_sim(rows_per_day=10, latency_s=0.05,
                          faults=Faults(script={1: "403_quota", 9: "403_permission"}))
     days = day_range(40, 20)
-    policy = RetryPolicy(base_s=0.01, max_backoff_s=0.02, quota_pause_after=1, quota_pause_s=30)
+    policy = RetryPolicy(base_s=0.01, max_backoff_s=0.02, quota_pause_s=30)
     events = []
     started = time.perf_counter()
     with pytest.raises(RunHalted) as info:

@@ -525,14 +525,16 @@ async def test_pending_reservations_follow_the_lowered_pace() -> None:
     await vt.advance(10.5)
     assert len(times) == 11
     limiter.slow_down(["site:A"])
-    assert limiter.limit_of("site:A") == 5  # half of the 11 granted in the last window
+    # half of what it sends per window: 11 in 10.5 s, a key younger than a window, is 62.9 a
+    # window, so half of its limit of 60
+    assert limiter.limit_of("site:A") == 30
     assert limiter.limit_of("cred:1") == 60  # not named: untouched
     await vt.run_all()
     after = [t for t in times if t > 10.5]
     assert len(after) == 29
 
-    def limit_at(t: float) -> int:  # 5, then + 3 (60 // 20) per whole window since the cut
-        return min(60, 5 + 3 * int((t - 10.5) // 60.0))
+    def limit_at(t: float) -> int:  # 30, then + 3 (60 // 20) per whole window since the cut
+        return min(60, 30 + 3 * int((t - 10.5) // 60.0))
 
     # no burst: the booked 1-s pace became the lowered pace, 60 s / the limit of the moment
     for a, b in itertools.pairwise(after):
@@ -545,9 +547,11 @@ async def test_pending_reservations_follow_the_lowered_pace() -> None:
 async def test_a_slow_down_is_answered_once_per_request_generation() -> None:
     vt = VirtualTime()
     limiter = SlidingWindowLimiter(100, 10.0, clock=vt.clock, sleep=vt.sleep)
+    await limiter.acquire(["k"])  # the key is older than a window: no extrapolation
+    await vt.advance(20.0)
     for _ in range(40):
         vt.spawn(limiter.acquire(["k"]))
-    await vt.advance(3.95)
+    await vt.advance(23.95)
     before = limiter.now()  # a request granted now, answered 429 later, by many at once
     await vt.advance(4.0)
     assert limiter.slow_down(["k"], since=before)
@@ -557,7 +561,7 @@ async def test_a_slow_down_is_answered_once_per_request_generation() -> None:
         assert not limiter.slow_down(["k"], since=before)
     assert limiter.limit_of("k") == first
     after = limiter.now()
-    await vt.advance(5.0)
+    await vt.advance(25.0)
     assert limiter.slow_down(["k"], since=after + 0.5)  # sent after the cut: a new signal
     assert limiter.limit_of("k") == 10
     assert limiter.slow_down(["k"])  # no since: always lowers

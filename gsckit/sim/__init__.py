@@ -156,6 +156,8 @@ class SimConfig:
     window (more get 429); ``window_s`` is also the stats window. ``row_cap``: rows per day and
     search type ever exposed. ``tokens`` / ``sites``: ``None`` accepts any bearer token / property.
     ``forbidden_sites``: properties answered with 403 "sufficient permission".
+    ``load_quota_sites``: properties whose every query is answered with Google's 403
+    ``quotaExceeded`` "Search Analytics load quota exceeded" (a load quota that persists).
     """
 
     seed: int = 1
@@ -168,6 +170,7 @@ class SimConfig:
     tokens: frozenset[str] | None = None
     sites: frozenset[str] | None = None
     forbidden_sites: frozenset[str] = frozenset()
+    load_quota_sites: frozenset[str] = frozenset()
     faults: Faults = Faults()
 
     def __post_init__(self) -> None:
@@ -182,6 +185,7 @@ class SimConfig:
             if value is not None:
                 object.__setattr__(self, name, frozenset(value))
         object.__setattr__(self, "forbidden_sites", frozenset(self.forbidden_sites))
+        object.__setattr__(self, "load_quota_sites", frozenset(self.load_quota_sites))
 
 
 @dataclass
@@ -968,6 +972,8 @@ class Simulator:
         try:
             if record.token_id is None:
                 raise _unauthenticated()
+            if site in config.load_quota_sites:
+                raise _fault_failure("403_quota", site)
             if over_quota:
                 raise _fault_failure("429", site)
             if site in config.forbidden_sites:
