@@ -8,14 +8,15 @@ date. The fixture makes every day final; the tests of Google's timing pass ``all
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import re
-import statistics
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import date, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
+from zoneinfo import ZoneInfo
 
 import aiohttp
 import polars as pl
@@ -24,7 +25,7 @@ from polars.testing import assert_frame_equal
 from yarl import URL
 
 from gsckit.errors import ConfigError
-from gsckit.planner import Filter
+from gsckit.planner import Filter, earliest_day, pacific_today
 from gsckit.sim import (
     COUNTRIES,
     DEVICES,
@@ -32,9 +33,10 @@ from gsckit.sim import (
     Faults,
     SimConfig,
     Simulator,
+    api,
+    keys,
     serve,
 )
-from gsckit.sim import api, grouping, keys
 from gsckit.sim.keys import HOME_PAGE, QUERY_SPACE
 
 DAY = date(2026, 3, 14)
@@ -621,6 +623,198 @@ async def test_lifecycle_errors() -> None:
         assert sim.base_url.startswith("http://127.0.0.1:")
         with pytest.raises(RuntimeError, match="already started"):
             await sim.start()
+
+
+# ---- time like Google ---------------------------------------------------------------------------
+
+TODAY = NOW.date()  # 2026-03-19: with a 3-day lag, final through the 16th, fresh 17th-19th
+
+
+async def google_sim(make_sim: MakeSim, **config: Any) -> Simulator:
+    """A simulator with Google's timing (the fixtures default to every day final)."""
+    return await make_sim(**{"all_final": False, **config})
+
+
+async def fetch_range(session: aiohttp.ClientSession, sim: Simulator, start: date, end: date,
+                      dims: Sequence[str], **extra: Any) -> tuple[list[dict[str, Any]],
+                                                                  dict[str, Any]]:
+    """Every row of a multi-day request, and the first page's whole answer."""
+    rows: list[dict[str, Any]] = []
+    first: dict[str, Any] = {}
+    while True:
+        payload = {**body(dims=dims, start_row=len(rows), **extra),
+                   "startDate": start.isoformat(), "endDate": end.isoformat()}
+        status, data, _ = await post(session, sim, payload)
+        assert status == 200, data
+        first = first or data
+        if "rows" not in data:
+            return rows, first
+        rows.extend(data["rows"])
+
+
+async def test_clock_starts_frozen_moves_on_demand_or_follows_real_time(
+        make_sim: MakeSim, session: aiohttp.ClientSession) -> None:
+    sim = await google_sim(make_sim)
+    assert sim.now == datetime(2026, 3, 19, 12, tzinfo=ZoneInfo("America/Los_Angeles"))
+    await asyncio.sleep(0.01)
+    assert sim.now.isoformat() == "2026-03-19T12:00:00-07:00" and sim.today == TODAY
+    assert sim.advance(days=3, hours=13).isoformat() == "2026-03-23T01:00:00-07:00"
+    assert sim.set_now(date(2026, 1, 5)).isoformat() == "2026-01-05T12:00:00-08:00"
+    assert sim.set_now("2026-02-01T08:30").isoformat() == "2026-02-01T08:30:00-08:00"
+    async with session.post(f"{sim.base_url}_sim/clock", params={"days": "2"}) as resp:
+        clock = await resp.json()
+    assert clock["now"] == "2026-02-03T08:30:00-08:00" and clock["today"] == "2026-02-03"
+    assert clock["newest_final_day"] == "2026-01-31" and clock["first_fresh_day"] == "2026-02-01"
+    async with session.post(f"{sim.base_url}_sim/clock",
+                            params={"now": "2026-03-01T00:00:00+00:00"}) as resp:
+        assert (await resp.json())["now"] == "2026-02-28T16:00:00-08:00"
+    async with session.get(f"{sim.base_url}_sim/clock", params={"now": "2020-01-01"}) as resp:
+        assert (await resp.json())["today"] == "2026-02-28"  # GET never moves the clock
+    async with session.post(f"{sim.base_url}_sim/clock", params={"now": "soon"}) as resp:
+        assert resp.status == 400 and "ISO" in (await resp.json())["error"]
+    real = await make_sim(now=None)
+    assert abs((real.now - datetime.now(ZoneInfo("America/Los_Angeles"))).total_seconds()) < 5
+    real.advance(days=-2)
+    assert real.today == pacific_today() - timedelta(days=2)
+    with pytest.raises(ConfigError, match="ISO"):
+        SimConfig(now="yesterday")
+
+
+async def test_final_data_through_today_minus_lag_fresh_after(
+        make_sim: MakeSim, session: aiohttp.ClientSession) -> None:
+    sim = await google_sim(make_sim, rows_per_day=3_000)
+    assert sim.newest_final_day() == TODAY - timedelta(3)
+    for back in range(6):
+        day = TODAY - timedelta(back)
+        final = await fetch_day(session, sim, day=day)
+        if back >= 3:
+            assert sim.is_final(day) and len(final) == 3_000
+            assert_frame_equal(as_frame(final, DIMS), sim.final_truth(SITE, day))
+            continue
+        assert not sim.is_final(day) and final == []  # 200 without rows
+        assert sim.ground_truth(SITE, day).height == 0
+        fresh = await fetch_day(session, sim, day=day, dataState="all")
+        assert_frame_equal(as_frame(fresh, DIMS), sim.ground_truth(SITE, day, data_state="all"))
+        will_be = {tuple(r)[:2]: r for r in sim.final_truth(SITE, day).iter_rows()}
+        assert 0 < len(fresh) < 3_000
+        for row in fresh:  # fewer rows, each with lower (or equal) figures than once final
+            later = will_be[tuple(row["keys"][1:])]
+            assert row["clicks"] <= later[2] and row["impressions"] <= later[3]
+        totals, final_totals = sim.totals(SITE, day, data_state="all"), sim.totals(
+            SITE, day, final=True)
+        share = totals.clicks / final_totals.clicks  # today: half a day, still collecting
+        assert 0.1 < share < 0.5 if back == 0 else 0.5 < share < 1
+    hours = sim.fine_rows(SITE, TODAY, data_state="all")["hour"]
+    assert hours.max() == 12 and hours.min() == 0  # today: only the hours that have begun
+
+
+async def test_fresh_days_rise_to_their_final_figures_as_time_passes(make_sim: MakeSim) -> None:
+    sim = await google_sim(make_sim, rows_per_day=2_000, now=datetime(2026, 3, 18, 1))
+    day = TODAY - timedelta(1)
+    final, final_clicks = sim.final_truth(SITE, day), sim.totals(SITE, day, final=True).clicks
+    seen = []
+    for _ in range(12):  # every 6 hours from its second hour until it turns final (day + 3)
+        assert not sim.is_final(day)
+        totals = sim.totals(SITE, day, data_state="all")
+        seen.append((totals.clicks, totals.impressions,
+                     sim.ground_truth(SITE, day, data_state="all").height))
+        sim.advance(hours=6)
+    assert sim.is_final(day)
+    assert_frame_equal(sim.ground_truth(SITE, day), final)
+    assert_frame_equal(sim.ground_truth(SITE, day, data_state="all"), final)
+    assert all(a <= b for a, b in itertools.pairwise(seen))
+    assert seen[0][0] < seen[-1][0] < final_clicks and seen[0][2] < seen[-1][2] < final.height
+    sim.advance(days=5)
+    assert_frame_equal(sim.ground_truth(SITE, day), final)  # final data never moves again
+
+
+async def test_lag_and_all_final_are_settings(make_sim: MakeSim) -> None:
+    sim = await google_sim(make_sim, rows_per_day=500, final_lag_days=1)
+    assert sim.is_final(TODAY - timedelta(1)) and not sim.is_final(TODAY)
+    assert sim.newest_final_day() == TODAY - timedelta(1)
+    kind = await make_sim(rows_per_day=500)  # the fixtures' every-day-final mode
+    assert kind.is_final(TODAY) and kind.newest_final_day() == TODAY
+    today = kind.ground_truth(SITE, TODAY)
+    assert today.height == 500
+    kind.advance(days=2, hours=5)
+    assert_frame_equal(kind.ground_truth(SITE, TODAY), today)  # static: time changes nothing
+    assert not kind.is_final(kind.today + timedelta(1))
+
+
+@pytest.mark.parametrize(("style", "day_key", "hour_key"), [
+    ("camel", "firstIncompleteDate", "firstIncompleteHour"),
+    ("snake", "first_incomplete_date", "first_incomplete_hour"),
+])
+async def test_metadata_marks_the_first_incomplete_date_and_hour(
+        make_sim: MakeSim, session: aiohttp.ClientSession, style: str, day_key: str,
+        hour_key: str) -> None:
+    sim = await google_sim(make_sim, rows_per_day=200, metadata_style=style)
+    start = TODAY - timedelta(9)
+    rows, data = await fetch_range(session, sim, start, TODAY, ["date"], dataState="all")
+    assert data["metadata"] == {day_key: (TODAY - timedelta(2)).isoformat()}
+    assert [r["keys"][0] for r in rows] == [(start + timedelta(k)).isoformat()
+                                           for k in range(10)]
+    _, data = await fetch_range(session, sim, TODAY - timedelta(1), TODAY, ["date", "query"],
+                                dataState="all")
+    assert data["metadata"] == {day_key: (TODAY - timedelta(1)).isoformat()}
+    for dims, extra, end in ((["query"], {"dataState": "all"}, TODAY),
+                             (["date"], {"dataState": "final"}, TODAY),
+                             (["date"], {"dataState": "all"}, TODAY - timedelta(3))):
+        _, data = await fetch_range(session, sim, start, end, dims, **extra)
+        assert "metadata" not in data, (dims, extra, end)
+    rows, data = await fetch_range(session, sim, TODAY - timedelta(1), TODAY, ["hour"],
+                                   dataState="hourly_all")
+    assert data["metadata"] == {hour_key: f"{TODAY - timedelta(1)}T00:00:00-07:00"}
+    begun = [f"{d}T{h:02d}:00:00-07:00" for d in (TODAY - timedelta(1), TODAY)
+             for h in range(24)][: 24 + 13]  # today up to its 12:00 hour, the one under way
+    stamps = [r["keys"][0] for r in rows]
+    assert stamps == [b for b in begun if b in stamps] and len(stamps) >= 30
+
+
+async def test_hourly_rows_only_for_recent_days_and_no_data_outside_retention(
+        make_sim: MakeSim, session: aiohttp.ClientSession) -> None:
+    sim = await google_sim(make_sim, rows_per_day=300)
+    hourly = {"dims": ["hour"], "dataState": "hourly_all"}
+    assert len(await fetch_day(session, sim, day=TODAY - timedelta(10), **hourly)) == 24
+    assert await fetch_day(session, sim, day=TODAY - timedelta(11), **hourly) == []
+    assert len(await fetch_day(session, sim, day=TODAY - timedelta(11))) == 300
+    hour_rows = await fetch_day(session, sim, day=TODAY - timedelta(5), **hourly)
+    date_rows = await fetch_day(session, sim, day=TODAY - timedelta(5), dims=["date"])
+    assert sum(r["clicks"] for r in hour_rows) == date_rows[0]["clicks"]
+    oldest = earliest_day(TODAY)
+    assert len(await fetch_day(session, sim, day=oldest)) == 300
+    assert await fetch_day(session, sim, day=oldest - timedelta(1)) == []
+    assert await fetch_day(session, sim, day=TODAY + timedelta(1), dataState="all") == []
+    assert sim.final_truth(SITE, TODAY + timedelta(1)).height == 0
+
+
+async def test_multi_day_requests_group_by_date_or_aggregate(
+        make_sim: MakeSim, session: aiohttp.ClientSession) -> None:
+    sim = await google_sim(make_sim, rows_per_day=400)
+    start = TODAY - timedelta(9)
+    rows, _ = await fetch_range(session, sim, start, TODAY, ["date"])  # Google's probe
+    assert [r["keys"][0] for r in rows] == [(start + timedelta(k)).isoformat()
+                                           for k in range(7)]
+    assert max(r["keys"][0] for r in rows) == sim.newest_final_day().isoformat()
+    for row in rows:
+        [single] = await fetch_day(session, sim, day=date.fromisoformat(row["keys"][0]),
+                                   dims=["date"])
+        assert row == single
+    rows, _ = await fetch_range(session, sim, start, TODAY, ["date", "device"],
+                                dataState="all")
+    assert [r["keys"][0] for r in rows] == sorted(r["keys"][0] for r in rows)
+    assert {r["keys"][0] for r in rows} == {(start + timedelta(k)).isoformat()
+                                           for k in range(10)}
+    first, last = TODAY - timedelta(6), TODAY - timedelta(4)
+    rows, _ = await fetch_range(session, sim, first, last, ["query"])
+    summed = pl.concat([sim.ground_truth(SITE, first + timedelta(k), dimensions=["query"])
+                        for k in range(3)]).group_by("query").agg(
+        pl.col("clicks").sum(), pl.col("impressions").sum())
+    got = as_frame(rows, ["query"]).select("query", "clicks", "impressions")
+    assert got.sort("query").equals(summed.sort("query"))
+    assert [r["clicks"] for r in rows] == sorted((r["clicks"] for r in rows), reverse=True)
+    truth = sim.ground_truth(SITE, first, end=last, dimensions=["date", "query"])
+    assert truth.columns[:2] == ["date", "query"] and truth["date"].n_unique() == 3
 
 
 # ---- speed -------------------------------------------------------------------------------------

@@ -297,14 +297,16 @@ def _anonymized(named: pl.DataFrame, spec: DaySpec, stream: int, daily: int) -> 
 def fresh_rows(final: pl.DataFrame, state: DayState, daily: int) -> pl.DataFrame:
     """What a day that is not final yet shows: fewer rows, lower figures, only begun hours.
 
-    Each row keeps a fixed share of its final figures scaled by the day's completeness, so
-    figures only rise as the day ages and equal the final ones once it is final.
+    Each row keeps a fixed share of its final figures scaled by the day's completeness (rounded
+    with a fixed per-row offset, so small counts are not all lost), so figures only rise as the
+    day ages and equal the final ones once it is final.
     """
     fraction = state.completeness * (0.88 + 0.12 * unit(pl.col("fid"), daily + 30))
-    impressions = (pl.col("impressions") * fraction).floor().cast(pl.Int64)
+    offset = unit(pl.col("fid"), daily + 31)
+    impressions = (pl.col("impressions") * fraction + offset).floor().cast(pl.Int64)
+    clicks = (pl.col("clicks") * fraction + offset).floor().cast(pl.Int64)
     return final.filter(pl.col("hour") < state.hours).with_columns(
         sumpos=pl.col("sumpos") / pl.col("impressions") * impressions,
-        clicks=pl.min_horizontal(impressions, (pl.col("clicks") * fraction).floor()
-                                 .cast(pl.Int64)),
+        clicks=pl.min_horizontal(impressions, clicks),
         impressions=impressions,
     ).filter(pl.col("impressions") >= 1)
