@@ -11,6 +11,7 @@ import asyncio
 import itertools
 import json
 import re
+import statistics
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import date, datetime, timedelta
@@ -308,6 +309,11 @@ async def test_row_cap_applies_after_filtering(make_sim: MakeSim) -> None:
         {"dimension": "query", "operator": "includingRegex", "expression": "(unclosed"}]}]},
      "regular expression"),
     ({"dimensionFilterGroups": [{"groupType": "or", "filters": []}]}, "groupType"),
+    ({"dimensions": ["hour"]}, "HOURLY_ALL"),
+    ({"aggregationType": "byProperty"}, "page"),
+    ({"aggregationType": "sideways"}, "aggregationType"),
+    ({"aggregationType": "byNewsShowcasePanel", "dimensions": ["query"]}, "NEWS_SHOWCASE"),
+    ({"type": "discover"}, "query dimension is not supported for search type discover"),
 ])
 async def test_bad_requests_get_google_shaped_400(make_sim: MakeSim,
                                                   session: aiohttp.ClientSession,
@@ -576,6 +582,25 @@ async def test_control_endpoints(make_sim: MakeSim, session: aiohttp.ClientSessi
     async with session.post(f"{sim.base_url}_sim/reset") as resp:
         assert resp.status == 200
     assert sim.stats()["requests"] == 0
+    day = {"site": SITE, "day": DAY.isoformat()}
+    for extra, expected in (({"capped": "0"}, sim.uncapped_truth(SITE, DAY)),
+                            ({"final": "1"}, sim.final_truth(SITE, DAY)),
+                            ({"end": (DAY + timedelta(1)).isoformat(), "dimensions": "date"},
+                             sim.ground_truth(SITE, DAY, end=DAY + timedelta(1),
+                                              dimensions=["date"]))):
+        async with session.get(f"{sim.base_url}_sim/truth", params={**day, **extra}) as resp:
+            assert_frame_equal(pl.DataFrame((await resp.json())["rows"]), expected)
+    async with session.get(f"{sim.base_url}_sim/totals", params=day) as resp:
+        totals = await resp.json()
+    assert totals["clicks"] == sim.totals(SITE, DAY).clicks > totals["query_clicks"] > 0
+    assert totals["hidden_clicks_share"] == sim.totals(SITE, DAY).hidden_clicks_share
+    async with session.get(f"{sim.base_url}_sim/anomalies",
+                           params={"site": SITE, "start": "2026-01-01"}) as resp:
+        found = (await resp.json())["anomalies"]
+    assert found == [{"day": a.day.isoformat(), "kind": a.kind, "factor": a.factor}
+                     for a in sim.planted_anomalies(SITE, start=date(2026, 1, 1))] != []
+    async with session.get(f"{sim.base_url}_sim/brand", params={"site": SITE}) as resp:
+        assert (await resp.json()) == {"brand_terms": ["example"]}
 
 
 async def test_revise_changes_keys_and_metrics(make_sim: MakeSim,
@@ -815,6 +840,198 @@ async def test_multi_day_requests_group_by_date_or_aggregate(
     assert [r["clicks"] for r in rows] == sorted((r["clicks"] for r in rows), reverse=True)
     truth = sim.ground_truth(SITE, first, end=last, dimensions=["date", "query"])
     assert truth.columns[:2] == ["date", "query"] and truth["date"].n_unique() == 3
+
+
+# ---- completeness like Google -------------------------------------------------------------------
+
+
+def sums(frame: pl.DataFrame) -> tuple[int, int, float]:
+    """Clicks, impressions and impression-weighted position of a truth frame."""
+    impressions = int(frame["impressions"].sum())
+    return (int(frame["clicks"].sum()), impressions,
+            float((frame["position"] * frame["impressions"]).sum()) / impressions)
+
+
+@pytest.mark.parametrize("share", [0.0, 0.46])
+async def test_every_grouping_reconciles_with_the_day_totals(make_sim: MakeSim,
+                                                             share: float) -> None:
+    sim = await make_sim(rows_per_day=5_000, anonymized_share=share)
+    totals = sim.totals(SITE, DAY)
+    [day] = sim.ground_truth(SITE, DAY, dimensions=["date"]).iter_rows(named=True)
+    assert (day["clicks"], day["impressions"]) == (totals.clicks, totals.impressions)
+    assert day["position"] == pytest.approx(totals.position, rel=1e-12)
+    assert totals.hidden_clicks_share == pytest.approx(share, abs=0.01)
+    assert totals.query_clicks + totals.anonymized_clicks == totals.clicks
+    for dims, extra in ((["country"], {}), (["device"], {}), (["page"], {}),
+                        (["country", "device"], {}), (["date", "hour"], {"data_state":
+                                                                          "hourly_all"})):
+        frame = sim.ground_truth(SITE, DAY, dimensions=dims, **extra)
+        clicks, impressions, position = sums(frame)
+        assert (clicks, impressions) == (totals.clicks, totals.impressions), dims
+        assert position == pytest.approx(totals.position, rel=1e-9)
+    for dims in (["query"], ["query", "page"], ["query", "country", "device"]):
+        frame = sim.ground_truth(SITE, DAY, dimensions=dims)
+        assert sums(frame)[:2] == (totals.query_clicks, totals.query_impressions), dims
+    appearances = sim.ground_truth(SITE, DAY, dimensions=["searchAppearance"])
+    assert 0 < appearances["clicks"].sum() < totals.clicks  # only results with an appearance
+    fine = sim.fine_rows(SITE, DAY)
+    named = fine.drop_nulls("query")  # fine rows are unique by (query, page, country, device)
+    assert named.height > 5_000 == named.select("query", "page").n_unique()
+    assert named.select("query", "page", "country", "device").n_unique() == named.height
+    assert (fine.height > named.height) == (share > 0)
+
+
+async def test_anonymized_queries_count_without_query_and_never_with_it(
+        make_sim: MakeSim) -> None:
+    sim = await make_sim(rows_per_day=3_000)
+    totals = sim.totals(SITE, DAY)
+    assert 0 < totals.anonymized_clicks < totals.clicks
+    products = [Filter("page", "contains", "/products/")]
+    everything = [Filter("query", "notContains", "zzz")]  # matches every named query
+    by_page = sim.ground_truth(SITE, DAY, dimensions=["page"], filters=products)
+    by_query_page = sim.ground_truth(SITE, DAY, dimensions=["query", "page"], filters=products)
+    assert by_page["clicks"].sum() > by_query_page["clicks"].sum()  # anonymized still counted
+    assert sim.totals(SITE, DAY, filters=products).clicks == by_page["clicks"].sum()
+    assert sim.totals(SITE, DAY, filters=everything).clicks == totals.query_clicks
+    assert sim.totals(SITE, DAY, filters=everything).anonymized_clicks == 0
+    assert sim.fine_rows(SITE, DAY)["query"].null_count() > 0
+    assert sim.ground_truth(SITE, DAY, dimensions=["query"])["query"].null_count() == 0
+    sim.configure(anonymized_dropped_by="any_filter")
+    assert sim.totals(SITE, DAY, filters=products).clicks == by_query_page["clicks"].sum()
+    assert sim.totals(SITE, DAY).anonymized_clicks == totals.anonymized_clicks
+
+
+async def test_filters_before_the_cap_let_a_split_recover_rows_after_it_they_cannot(
+        make_sim: MakeSim) -> None:
+    sim = await make_sim(rows_per_day=6_000, row_cap=2_000)
+    devices = [[Filter("device", "equals", d)] for d in DEVICES]
+
+    def keyed(frame: pl.DataFrame) -> dict[tuple[str, str], int]:
+        return dict(zip(frame.select("query", "page").iter_rows(), frame["clicks"], strict=True))
+
+    unsplit = keyed(sim.ground_truth(SITE, DAY))
+    parts = [sim.ground_truth(SITE, DAY, filters=f) for f in devices]
+    for part, f in zip(parts, devices, strict=True):
+        assert_frame_equal(part, sim.uncapped_truth(SITE, DAY, filters=f).head(2_000))
+    recovered = set().union(*(keyed(p) for p in parts))
+    assert len(unsplit) == 2_000 and len(recovered) > 3_000 and set(unsplit) <= recovered
+
+    sim.configure(filters_before_cap=False)
+    parts = [sim.ground_truth(SITE, DAY, filters=f) for f in devices]
+    assert_frame_equal(sim.ground_truth(SITE, DAY), pl.DataFrame(sim.ground_truth(SITE, DAY)))
+    merged: dict[tuple[str, str], int] = {}
+    for part in parts:
+        for key, clicks in keyed(part).items():
+            merged[key] = merged.get(key, 0) + clicks
+    assert merged == unsplit  # the same keys and, summed over devices, the same clicks
+    mobile = sim.ground_truth(SITE, DAY, filters=devices[1])
+    assert 0 < mobile.height < sim.uncapped_truth(SITE, DAY, filters=devices[1]).height
+
+
+# ---- data an analyst would recognise ------------------------------------------------------------
+
+
+async def test_daily_totals_show_a_weekly_rhythm_a_trend_and_planted_anomalies(
+        make_sim: MakeSim) -> None:
+    sim = await make_sim(rows_per_day=600, anomaly_every_days=14)
+    oldest = earliest_day(sim.today)
+    windows = [(oldest, oldest + timedelta(55)), (sim.today - timedelta(55), sim.today)]
+    daily = pl.concat([sim.ground_truth(SITE, start, end=end, dimensions=["date"])
+                       for start, end in windows]).with_columns(day=pl.col("date").str.to_date())
+    assert daily.height == 112
+    assert daily["impressions"].n_unique() > 0.9 * daily.height  # every day differs
+    planted = [a for start, end in windows for a in sim.planted_anomalies(SITE, "web", start,
+                                                                           end)]
+    assert len(planted) >= 6 and {a.kind for a in planted} == {"drop", "spike"}
+    assert planted == [a for a in sim.planted_anomalies(SITE) if a.day in set(daily["day"])]
+    odd = {a.day for a in planted}
+    normal = daily.filter(~pl.col("day").is_in(list(odd)))
+    weekend = normal.filter(pl.col("day").dt.weekday() >= 6)["clicks"].mean()
+    weekday = normal.filter(pl.col("day").dt.weekday() <= 5)["clicks"].mean()
+    assert weekend < 0.9 * weekday  # type: ignore[operator]
+    first, last = (normal.filter(pl.col("day") <= windows[0][1])["clicks"].mean(),
+                   normal.filter(pl.col("day") >= windows[1][0])["clicks"].mean())
+    assert last > 1.08 * first  # type: ignore[operator]  # a gentle upward trend over 16 months
+    by_day = dict(zip(daily["day"], daily["clicks"], strict=True))
+    for anomaly in planted:
+        peers = [by_day[d] for w in (-2, -1, 1, 2)
+                 if (d := anomaly.day + timedelta(weeks=w)) in by_day and d not in odd]
+        ratio = by_day[anomaly.day] / statistics.median(peers)
+        assert ratio < 0.7 if anomaly.kind == "drop" else ratio > 1.4, (anomaly, ratio)
+
+
+async def test_brand_queries_rank_first_and_earn_more_clicks(make_sim: MakeSim) -> None:
+    sim = await make_sim(rows_per_day=5_000)
+    assert sim.brand_terms(SITE) == sim.brand_terms(PREFIX_SITE) == ("example",)
+    assert sim.brand_terms("https://shop.acme-tools.co.uk/") == ("acme-tools",)
+    queries = sim.ground_truth(SITE, DAY, dimensions=["query"])
+    assert queries["query"][0] == "example"
+    brand = queries.filter(pl.col("query").str.contains(r"\bexample\b"))
+    other = queries.filter(~pl.col("query").str.contains(r"\bexample\b"))
+    assert brand.height > 20
+    ctr = [sums(f)[0] / sums(f)[1] for f in (brand, other)]
+    assert ctr[0] > 2 * ctr[1] and sums(brand)[2] < 2.0 < sums(other)[2]
+
+
+async def test_ctr_falls_with_position_and_a_few_queries_underperform(
+        make_sim: MakeSim) -> None:
+    sim = await make_sim(rows_per_day=8_000)
+    queries = sim.ground_truth(SITE, DAY, dimensions=["query"]).filter(
+        ~pl.col("query").str.contains("example"))
+    edges = [1, 3, 6, 10, 20, 101]
+    curve = []
+    for low, high in itertools.pairwise(edges):
+        bucket = queries.filter(pl.col("position").is_between(low, high, closed="left"))
+        curve.append(sums(bucket)[0] / sums(bucket)[1])
+    assert curve == sorted(curve, reverse=True) and curve[0] > 5 * curve[3], curve
+    expected = pl.Series([curve[int(sum(p >= e for e in edges[1:-1]))]
+                          for p in queries["position"]])
+    under = queries.filter((pl.col("impressions") >= 200)
+                           & (pl.col("ctr") < 0.4 * expected))
+    assert 3 <= under.height < 0.1 * queries.filter(pl.col("impressions") >= 200).height
+
+
+async def test_competing_pages_and_url_folders(make_sim: MakeSim) -> None:
+    sim = await make_sim(rows_per_day=8_000)
+    rows = sim.ground_truth(SITE, DAY - timedelta(6), end=DAY, dimensions=["query", "page"])
+    shares = rows.with_columns(
+        share=pl.col("clicks") / pl.col("clicks").sum().over("query"),
+        total=pl.col("clicks").sum().over("query"))
+    contested = shares.filter((pl.col("share") >= 0.1) & (pl.col("total") >= 50)).group_by(
+        "query").len().filter(pl.col("len") >= 2)
+    assert 3 <= contested.height < 0.2 * rows["query"].n_unique()
+    folders = rows.select(pl.col("page").map_elements(keys.folder_of, return_dtype=pl.String))
+    assert folders["page"].n_unique() >= 8
+    assert {folders["page"][0], keys.folder_of("https://example.com/")} >= {""}
+
+
+# ---- search types Google restricts --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("search_type", ["discover", "googleNews"])
+async def test_discover_and_news_have_no_position_and_refuse_query(
+        make_sim: MakeSim, session: aiohttp.ClientSession, search_type: str) -> None:
+    sim = await make_sim(rows_per_day=300)
+    rows = await fetch_day(session, sim, dims=["date", "page"], type=search_type)
+    assert rows and all("position" not in r and r["impressions"] >= 1 for r in rows)
+    truth = sim.ground_truth(SITE, DAY, search_type=search_type, dimensions=["page"])
+    assert "position" not in truth.columns and truth.height == len(rows)
+    assert sim.totals(SITE, DAY, search_type=search_type).position is None
+    for change in ({"dimensions": ["date", "query"]},
+                   {"dimensions": ["page"], "dimensionFilterGroups": [
+                       {"filters": [{"dimension": "query", "expression": "x"}]}]},
+                   {"dimensions": ["page"], "aggregationType": "byProperty"}):
+        status, data, _ = await post(session, sim, {**body(type=search_type), **change})
+        assert status == 400 and data["error"]["errors"][0]["reason"] == "badRequest"
+        assert search_type in data["error"]["message"]
+    assert (await post(session, sim, {**body(type=search_type), "dimensions": ["device"]}))[
+        0] == 200
+    sim.configure(restricted_dimensions=frozenset({"query", "device"}))
+    assert (await post(session, sim, {**body(type=search_type), "dimensions": ["device"]}))[
+        0] == 400
+    assert (await post(session, sim, {**body(), "dimensions": ["device"]}))[0] == 200
+    with pytest.raises(ConfigError, match="query"):
+        sim.ground_truth(SITE, DAY, search_type=search_type)
 
 
 # ---- speed -------------------------------------------------------------------------------------

@@ -113,17 +113,23 @@ def is_brand(rank: pl.Expr) -> pl.Expr:
 
 
 def _vocabulary(rank: pl.Expr, site: str) -> tuple[pl.Expr, pl.Expr, pl.Expr]:
-    """(modifier, product, tail) indices of a rank's plain phrase: a per-site bijection."""
-    a, b = _affine(site, QUERY_SPACE, "query")
-    v = (rank.cast(pl.Int64) * a + b) % QUERY_SPACE
-    return v % M, v // M % P, v // (M * P)
+    """(modifier, product, tail) indices of a rank's plain phrase: a per-site bijection that
+    gives the 50,000 most popular queries a word qualifier and the rest a number (a size)."""
+    block_size = M * P * len(_QUALIFIERS)
+    a, b = _affine(site, block_size, "query")
+    rank = rank.cast(pl.Int64)
+    v = (rank % block_size * a + b) % block_size
+    return v % M, v // M % P, v // (M * P) + rank // block_size * len(_QUALIFIERS)
 
 
 def _brand_vocabulary(rank: pl.Expr, site: str) -> tuple[pl.Expr, pl.Expr]:
-    """(product, tail) indices of a brand rank's phrase: a bijection on brand ranks."""
-    a, b = _affine(site, _BRAND_SPACE, "brand")
-    v = (rank.cast(pl.Int64) // BRAND_EVERY * a + b) % _BRAND_SPACE
-    return v % P, v // P
+    """(product, tail) indices of a brand rank's phrase: a bijection on brand ranks, word
+    qualifiers first."""
+    block_size = P * len(_QUALIFIERS)
+    a, b = _affine(site, block_size, "brand")
+    k = rank.cast(pl.Int64) // BRAND_EVERY
+    v = (k % block_size * a + b) % block_size
+    return v % P, (v // P + k // block_size * len(_QUALIFIERS)) % T  # in range for any rank
 
 
 def query_text(ranks: pl.Series, site: str) -> pl.Series:

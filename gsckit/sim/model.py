@@ -60,7 +60,10 @@ _PAIR_COUNTRY, _PAIR_DEVICE = _pairs()
 _COMBO_WEIGHT = pl.Series([(j + 1) ** -1.3 for j in range(_MAX_COMBOS)])
 _COMBO_NORM = pl.Series([0.0] + [sum((j + 1) ** -1.3 for j in range(c))
                                  for c in range(1, _MAX_COMBOS + 1)])
-_HOUR_CDF = pl.Series([sum(_HOURLY[: h + 1]) / sum(_HOURLY) for h in range(23)])
+_HOUR_STEPS = 4096
+_HOUR_TABLE = pl.Series([
+    sum(sum(_HOURLY[: h + 1]) / sum(_HOURLY) <= k / _HOUR_STEPS for h in range(23))
+    for k in range(_HOUR_STEPS)], dtype=pl.Int8)
 _APPEARANCE_TABLE = pl.Series(
     [None] * (100 - sum(_APPEARANCE_WEIGHT))
     + [k for k, w in enumerate(_APPEARANCE_WEIGHT) for _ in range(w)], dtype=pl.Int8)
@@ -220,7 +223,6 @@ def final_rows(spec: DaySpec) -> pl.DataFrame:
              ).round() / 64,
         rate=(pl.col("ctr") * (0.85 + 0.3 * unit(fid, daily + 10))).clip(0.0, 0.95),
         u_clicks=unit(fid, daily + 11),
-        u_hour=unit(fid, daily + 12),
     )
     named = frame.select(
         "fid",
@@ -229,7 +231,7 @@ def final_rows(spec: DaySpec) -> pl.DataFrame:
         country="country",
         device="device",
         appearance=_appearance(pl.col("page"), stream),
-        hour=_hour(frame["u_hour"]),
+        hour=_hour(unit(fid, daily + 12)),
         clicks=pl.min_horizontal(
             "impressions", (pl.col("impressions") * pl.col("rate") + pl.col("u_clicks")).floor()
             .cast(pl.Int64)),
@@ -246,9 +248,9 @@ def _first_pair(u: pl.Expr) -> pl.Expr:
     return (_PAIR_COUNTRY.len() * u.pow(4)).floor().cast(pl.Int64)
 
 
-def _hour(u: pl.Series) -> pl.Series:
+def _hour(u: pl.Expr) -> pl.Expr:
     """Hours of the day drawn from a diurnal curve (quiet nights, busy afternoons)."""
-    return _HOUR_CDF.search_sorted(u, side="right").cast(pl.Int8)
+    return pl.lit(_HOUR_TABLE).gather((u * _HOUR_STEPS).floor().cast(pl.Int64))
 
 
 def _appearance(page: pl.Expr, stream: int) -> pl.Expr:
@@ -275,7 +277,6 @@ def _anonymized(named: pl.DataFrame, spec: DaySpec, stream: int, daily: int) -> 
         country=pl.lit(_PAIR_COUNTRY).gather(pair),
         device=pl.lit(_PAIR_DEVICE).gather(pair),
         pos=((5.0 + 35.0 * unit(fid, daily + 26)) * 64).round() / 64,
-        u_hour=unit(fid, daily + 27),
     ).with_columns(
         impressions=(pl.col("clicks") / (0.01 + 0.07 * unit(fid, daily + 22))
                      + 1 + 4 * unit(fid, daily + 23)).floor().cast(pl.Int64),
@@ -287,7 +288,7 @@ def _anonymized(named: pl.DataFrame, spec: DaySpec, stream: int, daily: int) -> 
         country="country",
         device="device",
         appearance=_appearance(pl.col("page"), stream),
-        hour=_hour(frame["u_hour"]),
+        hour=_hour(unit(fid, daily + 27)),
         clicks="clicks",
         impressions="impressions",
         sumpos=pl.col("pos") * pl.col("impressions"),
