@@ -151,8 +151,9 @@ def _by_slot(slot: pl.Expr, cannibal: pl.Expr, table: tuple[tuple[float, float],
 
 
 def _cannibal(rank: pl.Expr, stream: int) -> pl.Expr:
-    """About 3% of the top 20,000 queries have several pages competing for them."""
-    return (rank > 0) & (rank < 20_000) & (hashed(rank, stream + 1) % 100 < 3)
+    """Queries with several pages competing for them: 15% of the top 200, 3% down to 20,000."""
+    draw = hashed(rank, stream + 1) % 100
+    return (rank > 0) & (((rank < 200) & (draw < 15)) | ((rank < 20_000) & (draw < 3)))
 
 
 def present_keys(keys: int, stream: int, daily: int, revision: int) -> pl.DataFrame:
@@ -191,14 +192,17 @@ def final_rows(spec: DaySpec) -> pl.DataFrame:
     scale = 1.6 * spec.keys * day_factor(spec)
     key, rank, slot = pl.col("id"), pl.col("r"), pl.col("slot")
     brand = is_brand(rank)
+    cannibal = _cannibal(rank, stream)
     under = ~brand & (hashed(rank, stream + 2) % 50 == 0)
     base = pl.when(brand).then(1.0 + 0.4 * unit(rank, stream + 3)).otherwise(
         1.5 + 30.0 * unit(rank, stream + 3).pow(1.4))
-    position = (base + pl.when(slot > 0).then(2.0 + 12.0 * unit(key, stream + 4)).otherwise(0.0)
+    rival = pl.when(cannibal).then(0.5 + 3.0 * unit(key, stream + 4)).otherwise(
+        2.0 + 12.0 * unit(key, stream + 4))  # competing pages rank close to the main one
+    position = (base + pl.when(slot > 0).then(rival).otherwise(0.0)
                 ) * (0.94 + 0.12 * unit(key, daily + 5))
     ctr = (0.30 * position.pow(-1.25) * pl.when(brand).then(1.8).otherwise(1.0)
            * pl.when(under).then(0.3).otherwise(1.0))
-    demand = (scale / (rank + 8) * _by_slot(slot, _cannibal(rank, stream), _SHARE)
+    demand = (scale / (rank + 8) * _by_slot(slot, cannibal, _SHARE)
               * (0.7 + 0.6 * unit(key, daily + 1)) * pl.when(rank == 0).then(6.0).otherwise(1.0))
     frame = keys.with_columns(r=key // SLOTS, slot=key % SLOTS).with_columns(
         page=page_id(rank, slot, spec.site),
