@@ -95,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "quota before 429s (default 1200)")
     sim.add_argument("--window-s", type=float, default=60.0, help="quota window (default 60)")
     sim.add_argument("--seed", type=int, default=1, help="data seed (default 1)")
+    _add_sim_behaviour(sim)
     sim.set_defaults(handler=_sim)
 
     demo = commands.add_parser("demo", help="backfill 90 days from the built-in simulator",
@@ -171,12 +172,37 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_sim_behaviour(sim: argparse.ArgumentParser) -> None:
+    """The simulator's time and completeness settings (gsckit.sim.SimConfig has the details)."""
+    sim.add_argument("--now", help="freeze the simulated clock at this ISO date or time "
+                     "(Pacific; default: the real clock); move it with POST /_sim/clock")
+    sim.add_argument("--final-lag-days", type=int, default=3, help="days are final through "
+                     "today minus this (default 3); newer days are fresh")
+    sim.add_argument("--all-final", action="store_true", help="every day final and static")
+    sim.add_argument("--row-cap", type=int, default=50_000, help="rows exposed per day and "
+                     "search type (default 50000)")
+    sim.add_argument("--anonymized-share", type=float, default=0.2, help="share of clicks "
+                     "from anonymized queries (default 0.2)")
+    sim.add_argument("--anonymized-dropped-by", choices=("query_filter", "any_filter"),
+                     default="query_filter", help="which filters drop anonymized traffic "
+                     "(default query_filter)")
+    sim.add_argument("--filters-after-cap", action="store_true", help="apply filters after "
+                     "the daily cap instead of before it")
+    sim.add_argument("--metadata-style", choices=("camel", "snake"), default="camel",
+                     help="firstIncompleteDate (camel, default) or first_incomplete_date")
+
+
 def _sim(args: argparse.Namespace) -> int:
     from .sim import SimConfig, serve
 
     config = SimConfig(seed=args.seed, rows_per_day=args.rows_per_day,
                        latency_s=args.latency_ms / 1000, quota_qpm=args.quota_qpm,
-                       window_s=args.window_s)
+                       window_s=args.window_s, now=args.now,
+                       final_lag_days=args.final_lag_days, all_final=args.all_final,
+                       row_cap=args.row_cap, anonymized_share=args.anonymized_share,
+                       anonymized_dropped_by=args.anonymized_dropped_by,
+                       filters_before_cap=not args.filters_after_cap,
+                       metadata_style=args.metadata_style)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(config, args.host, args.port))
     return 0

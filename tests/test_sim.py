@@ -12,7 +12,10 @@ import itertools
 import json
 import re
 import statistics
+import subprocess
+import sys
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -638,6 +641,40 @@ async def test_serve_announces_its_url(capsys: pytest.CaptureFixture[str],
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+def test_gsckit_sim_takes_the_behaviour_settings() -> None:
+    argv = [sys.executable, "-m", "gsckit", "sim", "--port", "0", "--rows-per-day", "50",
+            "--now", "2026-03-19T12:00", "--final-lag-days", "2", "--metadata-style", "snake",
+            "--anonymized-share", "0.3", "--filters-after-cap", "--row-cap", "40"]
+
+    def ask(url: str | urllib.request.Request) -> Any:
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            return json.loads(resp.read())
+
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, text=True) as proc:
+        try:
+            assert proc.stdout is not None
+            line = proc.stdout.readline()
+            match = re.search(r"listening on (http://127\.0\.0\.1:\d+/)", line)
+            assert match, line
+            base = match.group(1)
+            clock = ask(base + "_sim/clock")
+            assert clock["now"] == "2026-03-19T12:00:00-07:00" and clock["final_lag_days"] == 2
+            answer = ask(urllib.request.Request(
+                base + f"webmasters/v3/sites/{quote(SITE, safe='')}/searchAnalytics/query",
+                data=json.dumps({"startDate": "2026-03-17", "endDate": "2026-03-19",
+                                 "dimensions": ["date"], "dataState": "all"}).encode(),
+                headers={"Authorization": "Bearer x", "Content-Type": "application/json"}))
+            assert answer["metadata"] == {"first_incomplete_date": "2026-03-18"}
+            totals = ask(base + f"_sim/totals?site={quote(SITE)}&day=2026-03-16")
+            assert totals["hidden_clicks_share"] == pytest.approx(0.3, abs=0.02)
+            assert len(ask(base + f"_sim/truth?site={quote(SITE)}&day=2026-03-16")["rows"]) == 40
+        finally:
+            proc.terminate()
+    bad = subprocess.run([*argv[:6], "--now", "yesterday"], capture_output=True, text=True,
+                         timeout=60)
+    assert bad.returncode == 2 and "ISO" in bad.stderr and len(bad.stderr.splitlines()) == 1
 
 
 async def test_lifecycle_errors() -> None:
