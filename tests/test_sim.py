@@ -534,6 +534,24 @@ async def test_quota_per_site_and_per_token(make_sim: MakeSim,
     assert stats["peak_window_by_token"] == {"token#1": 7, "token#2": 2}
 
 
+async def test_load_budget_per_site_then_a_penalty(make_sim: MakeSim,
+                                                   session: aiohttp.ClientSession) -> None:
+    sim = await make_sim(rows_per_day=5, load_budget=3, load_window_s=30, load_penalty_s=0.6)
+    statuses = [(await post(session, sim, body()))[0] for _ in range(4)]
+    assert statuses == [200, 200, 200, 403]
+    _, data, _ = await post(session, sim, body(), token="ya29.other")  # any token: per site
+    assert_google_error(data, 403, "quotaExceeded", "PERMISSION_DENIED", "usageLimits")
+    assert "load quota" in data["error"]["message"]
+    assert (await post(session, sim, body(), site=PREFIX_SITE))[0] == 200
+    await asyncio.sleep(0.65)  # the penalty is over, but the window still holds 3 requests
+    assert (await post(session, sim, body()))[0] == 403
+    sim.configure(load_budget=None)
+    assert (await post(session, sim, body()))[0] == 200
+    assert sim.stats()["load_limited"] == 3 and sim.stats()["by_status"] == {"200": 5, "403": 3}
+    with pytest.raises(ConfigError, match="load_budget"):
+        SimConfig(load_budget=-1)
+
+
 async def test_stats_peaks_duplicates_and_in_flight(make_sim: MakeSim,
                                                     session: aiohttp.ClientSession) -> None:
     sim = await make_sim(rows_per_day=50, latency_s=0.3, latency_jitter=0.0, window_s=0.5)

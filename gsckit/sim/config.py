@@ -88,6 +88,11 @@ class SimConfig:
     keys from the unfiltered top ``row_cap``. ``restricted_dimensions``: dimensions that
     ``discover`` and ``googleNews`` refuse with a 400 (as a grouping or a filter).
     ``anomaly_every_days``: one planted drop or spike per block of this many days (0: none).
+
+    Load quota (Google publishes no numbers, so it is off by default): ``load_budget`` query
+    requests per site in any ``load_window_s`` (10 minutes, Google's short-term bucket); the
+    request over it and every request to that site for ``load_penalty_s`` after it (15 minutes,
+    "wait 15 minutes and try again") get 403 ``quotaExceeded``.
     """
 
     seed: int = 1
@@ -111,6 +116,9 @@ class SimConfig:
     filters_before_cap: bool = True
     restricted_dimensions: frozenset[str] = frozenset({"query"})
     anomaly_every_days: int = 42
+    load_budget: int | None = None
+    load_window_s: float = 600.0
+    load_penalty_s: float = 900.0
 
     def __post_init__(self) -> None:
         if self.latency_s < 0 or not 0.0 <= self.latency_jitter <= 1.0:
@@ -122,6 +130,10 @@ class SimConfig:
         if self.final_lag_days < 0 or self.hourly_days < 0 or self.anomaly_every_days < 0:
             raise ConfigError("final_lag_days, hourly_days and anomaly_every_days must not be "
                               "negative")
+        if (self.load_budget is not None and self.load_budget < 0) or (
+                self.load_window_s <= 0 or self.load_penalty_s < 0):
+            raise ConfigError("load_budget must be >= 0, load_window_s > 0 and "
+                              "load_penalty_s >= 0")
         if self.metadata_style not in METADATA_STYLES:
             raise ConfigError(f"metadata_style must be one of {', '.join(METADATA_STYLES)}")
         if not 0.0 <= self.anonymized_share < 1.0:

@@ -104,6 +104,8 @@ class Simulator:
         self._token_ids: dict[str, str] = {}
         self._sites_seen: dict[str, None] = {}
         self._quota: dict[str, _Window] = {}
+        self._load: dict[str, _Window] = {}
+        self._load_penalty: dict[str, float] = {}
         self._latency_rng = random.Random(config.seed)
         self._in_flight = 0
         self.reset_stats()
@@ -306,9 +308,9 @@ class Simulator:
         """What the server saw since the last reset (JSON-serialisable).
 
         ``ok`` counts complete 200 pages (not "truncate"/"invalid_json", which still count in
-        ``by_status``; a reset sends no status). ``peak_window*``: most query requests that arrived
-        in any ``window_s`` window. ``duplicates``: 200 pages that repeated an earlier 200 for the
-        same site and request body.
+        ``by_status``; a reset sends no status). ``load_limited``: 403s from the load budget.
+        ``peak_window*``: most query requests that arrived in any ``window_s`` window.
+        ``duplicates``: 200 pages that repeated an earlier 200 for the same site and body.
         """
         return {
             "requests": self._requests,
@@ -316,6 +318,7 @@ class Simulator:
             "by_status": dict(self._by_status),
             "faults": dict(self._faults),
             "rate_limited": self._by_status.get("429", 0),
+            "load_limited": self._load_limited,
             "peak_window": self._peak_all.peak,
             "peak_window_by_site": {s: w.peak for s, w in self._peak_sites.items()},
             "peak_window_by_token": {t: w.peak for t, w in self._peak_tokens.items()},
@@ -330,6 +333,7 @@ class Simulator:
         self._requests = 0
         self._ok = 0
         self._duplicates = 0
+        self._load_limited = 0
         self._max_in_flight = self._in_flight
         self._by_status: Counter[str] = Counter()
         self._faults: Counter[str] = Counter()
@@ -357,18 +361,33 @@ class Simulator:
         digest = hashlib.sha256(token.encode()).hexdigest()
         return self._token_ids.setdefault(digest, f"token#{len(self._token_ids) + 1}")
 
-    def _arrive(self, now: float, site: str, token_id: str | None) -> bool:
-        """Count an arrival in the stats and quota windows; return whether it is over quota."""
-        window_s, over = self.config.window_s, False
+    def _arrive(self, now: float, site: str, token_id: str | None) -> str | None:
+        """Count an arrival in the stats and quota windows; return the quota fault it earns:
+        ``"429"`` over the per-site or per-token rate, ``"403_quota"`` over the load budget."""
+        window_s, over = self.config.window_s, None
         self._peak_all.add(now, window_s)
         self._peak_sites.setdefault(site, _Window()).add(now, window_s)
-        if token_id is not None:
-            self._peak_tokens.setdefault(token_id, _Window()).add(now, window_s)
-            for key in (f"site:{site}", f"token:{token_id}"):
-                if self._quota.setdefault(key, _Window()).add(now, window_s) > (
-                        self.config.quota_qpm):
-                    over = True
-        return over
+        if token_id is None:
+            return None
+        self._peak_tokens.setdefault(token_id, _Window()).add(now, window_s)
+        for key in (f"site:{site}", f"token:{token_id}"):
+            if self._quota.setdefault(key, _Window()).add(now, window_s) > (
+                    self.config.quota_qpm):
+                over = "429"
+        return over or self._over_load(now, site)
+
+    def _over_load(self, now: float, site: str) -> str | None:
+        """Spend one unit of the site's load budget; a site over it is refused for a while."""
+        config = self.config
+        if config.load_budget is None:
+            return None
+        if now >= self._load_penalty.get(site, 0.0):
+            if self._load.setdefault(site, _Window()).add(now, config.load_window_s) <= (
+                    config.load_budget):
+                return None
+            self._load_penalty[site] = now + config.load_penalty_s
+        self._load_limited += 1
+        return "403_quota"
 
     def _draw_fault(self) -> str | None:
         """This request's fault: the script's entry for its index, else a seeded draw."""
@@ -452,14 +471,14 @@ class Simulator:
         return response
 
     async def _normal_answer(self, request: web.Request, record: RequestRecord,
-                             over_quota: bool) -> tuple[web.Response, Request | None]:
+                             over_quota: str | None) -> tuple[web.Response, Request | None]:
         """The answer without faults: an error, or 200 with the page (then also the query)."""
         site, config = record.site, self.config
         try:
             if record.token_id is None:
                 raise unauthenticated()
             if over_quota:
-                raise fault_failure("429", site)
+                raise fault_failure(over_quota, site)
             if site in config.forbidden_sites:
                 raise fault_failure("403_permission", site)
             if (config.sites is not None and site not in config.sites) or not (
