@@ -282,7 +282,7 @@ async def test_filters_on_other_dimensions_split_each_key_exactly(
 
 async def test_row_cap_applies_after_filtering(make_sim: MakeSim) -> None:
     mobile = [Filter("device", "equals", "MOBILE")]
-    sim = await make_sim(rows_per_day=30_000, row_cap=20_000)
+    sim = await make_sim(rows_per_day=20_000, row_cap=20_000)
     uncapped = sim.uncapped_truth(SITE, DAY, filters=mobile)
     assert 10_000 < uncapped.height < 20_000
     assert_frame_equal(sim.ground_truth(SITE, DAY, filters=mobile), uncapped)

@@ -30,6 +30,10 @@ U32 = 1 << 32
 ANONYMIZED_BASE = 1 << 40
 """Fine-row ids of anonymized rows start here (named rows are ``key id * 32 + combo``)."""
 _MAX_COMBOS = 24
+# A key near the end of the day's ranks gets about 40 impressions; rank r gets
+# 40 * (last_rank / r) ** 0.75: so a day over the cap still has clicks past its top 50,000 rows.
+_TAIL_IMPRESSIONS = 40.0
+_ZIPF = 0.75
 _TYPE_SCALE = {"web": 1.0, "image": 0.35, "video": 0.12, "news": 0.08, "discover": 0.6,
                "googleNews": 0.1}
 _WEEKDAY = (1.04, 1.06, 1.05, 1.02, 0.95, 0.80, 0.86)  # Monday first: weekends are quieter
@@ -189,7 +193,8 @@ def final_rows(spec: DaySpec) -> pl.DataFrame:
     daily = salt(spec.seed, spec.site, spec.search_type, spec.day, spec.revision)
     keys = present_keys(spec.keys, stream, salt(spec.seed, spec.site, spec.search_type,
                                                 spec.day), spec.revision)
-    scale = 1.6 * spec.keys * day_factor(spec)
+    tail = _TAIL_IMPRESSIONS * day_factor(spec)
+    ranks = spec.keys / 1.1 + 8  # about the day's last query rank
     key, rank, slot = pl.col("id"), pl.col("r"), pl.col("slot")
     brand = is_brand(rank)
     cannibal = _cannibal(rank, stream)
@@ -202,7 +207,7 @@ def final_rows(spec: DaySpec) -> pl.DataFrame:
                 ) * (0.94 + 0.12 * unit(key, daily + 5))
     ctr = (0.30 * position.pow(-1.25) * pl.when(brand).then(1.8).otherwise(1.0)
            * pl.when(under).then(0.3).otherwise(1.0))
-    demand = (scale / (rank + 8) * _by_slot(slot, cannibal, _SHARE)
+    demand = (tail * (ranks / (rank + 8)).pow(_ZIPF) * _by_slot(slot, cannibal, _SHARE)
               * (0.7 + 0.6 * unit(key, daily + 1)) * pl.when(rank == 0).then(6.0).otherwise(1.0))
     frame = keys.with_columns(r=key // SLOTS, slot=key % SLOTS).with_columns(
         page=page_id(rank, slot, spec.site),
@@ -210,7 +215,7 @@ def final_rows(spec: DaySpec) -> pl.DataFrame:
         position=position,
         ctr=ctr,
     ).with_columns(
-        combos=(1 + ((pl.col("demand") / 4).sqrt() * unit(key, stream + 6)).floor()
+        combos=(1 + ((pl.col("demand") / 40).sqrt() * unit(key, stream + 6)).floor()
                 .clip(0, _MAX_COMBOS - 1)).cast(pl.Int64),
         first=_first_pair(unit(key, stream + 7)),
     )
