@@ -177,10 +177,13 @@ def page_id(rank: pl.Expr, slot: pl.Expr, site: str) -> pl.Expr:
     """The page a (query rank, slot) shows: slot 0 the page for the phrase (the home page for the
     brand term), slot 1 and 3 the same slug in other folders, slot 2 a variant of the slug."""
     m, p, t = _vocabulary(rank, site)
-    section0 = pl.lit(pl.Series(_TAIL_SECTION)).gather(t)
-    section = (pl.when(slot == 1).then(section0 + 3).when(slot == 3).then(section0 + 6)
-               .otherwise(section0)) % S
-    variant = pl.when(slot == 2).then(1 + rank.cast(pl.Int64) % (V - 1)).otherwise(0)
+    bp, bt = _brand_vocabulary(rank, site)
+    brand = is_brand(rank)
+    p = pl.when(brand).then(bp).otherwise(p)
+    t = pl.when(brand).then(bt).otherwise(t)
+    section = (pl.lit(pl.Series(_TAIL_SECTION)).gather(t)
+               + pl.lit(pl.Series([0, 3, 0, 6])).gather(slot)) % S
+    variant = (slot == 2).cast(pl.Int64) * (1 + rank.cast(pl.Int64) % (V - 1))
     page = section + S * (m + M * (p + P * variant))
     return pl.when((rank == 0) & (slot == 0)).then(HOME_PAGE).otherwise(page).cast(pl.Int32)
 

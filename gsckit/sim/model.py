@@ -20,6 +20,7 @@ import hashlib
 import math
 from dataclasses import dataclass
 from datetime import date
+from functools import lru_cache
 
 import polars as pl
 
@@ -147,11 +148,9 @@ def day_factor(spec: DaySpec) -> float:
 
 def _by_slot(slot: pl.Expr, cannibal: pl.Expr, table: tuple[tuple[float, float], ...]
              ) -> pl.Expr:
-    expr = pl.lit(0.0)
-    for k, (ordinary, contested) in enumerate(table):
-        expr = pl.when(slot == k).then(pl.when(cannibal).then(contested).otherwise(ordinary)
-                                       ).otherwise(expr)
-    return expr
+    """A per-slot value from ``table``, the contested one for cannibalized queries."""
+    flat = pl.Series([value for pair in table for value in pair])
+    return pl.lit(flat).gather(slot * 2 + cannibal.cast(pl.Int64))
 
 
 def _cannibal(rank: pl.Expr, stream: int) -> pl.Expr:
@@ -160,29 +159,65 @@ def _cannibal(rank: pl.Expr, stream: int) -> pl.Expr:
     return (rank > 0) & (((rank < 200) & (draw < 15)) | ((rank < 20_000) & (draw < 3)))
 
 
-def present_keys(keys: int, stream: int, daily: int, revision: int) -> pl.DataFrame:
-    """The day's first ``keys`` present (query rank, slot) ids, in id order (prefix-stable).
+_TABLE_START = 1 << 16
+
+
+@lru_cache(maxsize=16)
+def stream_keys(seed: int, site: str, search_type: str, size: int) -> pl.DataFrame:
+    """What every (query rank, slot) key id below ``size`` is in a stream, whatever the day:
+    its page, how likely it is to appear on a day, its share of the query's impressions, its
+    base position and CTR factor, and the draws that spread it over (country, device) pairs."""
+    stream = salt(seed, site, search_type)
+    key, rank, slot = pl.col("id"), pl.col("r"), pl.col("slot")
+    brand, cannibal, u_rival = pl.col("brand"), pl.col("cannibal"), unit(key, stream + 4)
+    u_rank = unit(rank, stream + 3)
+    under = ~brand & (hashed(rank, stream + 2) % 50 == 0)
+    rival = pl.when(cannibal).then(0.5 + 3.0 * u_rival).otherwise(
+        2.0 + 12.0 * u_rival)  # competing pages rank close to the main one
+    base = pl.when(brand).then(1.0 + 0.4 * u_rank).otherwise(1.5 + 30.0 * u_rank.pow(1.4))
+    return pl.DataFrame({"id": pl.arange(0, size, eager=True, dtype=pl.Int64)}).with_columns(
+        r=(key // SLOTS).cast(pl.Int32), slot=(key % SLOTS).cast(pl.Int32),
+    ).with_columns(
+        brand=is_brand(rank),
+        cannibal=_cannibal(rank, stream),
+    ).select(
+        "id", "r", "slot",
+        page=page_id(rank, slot, site),
+        presence=_by_slot(slot, cannibal, _PRESENCE),
+        always=(rank < 64) & (slot == 0),
+        share=_by_slot(slot, cannibal, _SHARE) * pl.when(rank == 0).then(6.0).otherwise(1.0),
+        position=base + pl.when(slot > 0).then(rival).otherwise(0.0),
+        appeal=pl.when(brand).then(1.8).otherwise(1.0) * pl.when(under).then(0.3).otherwise(1.0),
+        u_combos=unit(key, stream + 6),
+        first=_first_pair(unit(key, stream + 7)),
+    )
+
+
+def present_keys(spec: DaySpec) -> pl.DataFrame:
+    """The day's first ``spec.keys`` present keys with their stream attributes, in id order
+    (prefix-stable: more keys a day never reorder the first ones).
 
     Slot 0 of the top 64 queries is always there; other keys come and go from day to day. A
     revision removes about 8% of the keys, so later ones move up to keep the count.
     """
+    daily = salt(spec.seed, spec.site, spec.search_type, spec.day)
+    key = pl.col("id")
+    keep = (unit(key, daily) < pl.col("presence")) | pl.col("always")
+    if spec.revision:
+        keep = keep & (hashed(key, salt(daily, "revision", spec.revision)) % 100 >= 8)
     limit, found, start = QUERY_SPACE * SLOTS, 0, 0
     chunks: list[pl.DataFrame] = []
-    rank, slot, key = pl.col("id") // SLOTS, pl.col("id") % SLOTS, pl.col("id")
-    keep = (unit(key, daily) < _by_slot(slot, _cannibal(rank, stream), _PRESENCE)) | (
-        (rank < 64) & (slot == 0))
-    if revision:
-        keep = keep & (hashed(key, salt(daily, "revision", revision)) % 100 >= 8)
-    while found < keys and start < limit:
-        size = min(limit - start, max(4096, int((keys - found) * 3.9) + 1024))
-        ids = pl.DataFrame({"id": pl.arange(start, start + size, eager=True, dtype=pl.Int64)})
-        chunk = ids.filter(keep)
+    while found < spec.keys and start < limit:
+        end = min(limit, start + max(4096, int((spec.keys - found) * 3.9) + 1024))
+        size = _TABLE_START
+        while size < end:
+            size *= 2
+        table = stream_keys(spec.seed, spec.site, spec.search_type, min(size, limit))
+        chunk = table.slice(start, end - start).filter(keep)
         chunks.append(chunk)
         found += chunk.height
-        start += size
-    if not chunks:
-        return pl.DataFrame(schema={"id": pl.Int64})
-    return pl.concat(chunks).head(keys)
+        start = end
+    return pl.concat(chunks).head(spec.keys)
 
 
 def final_rows(spec: DaySpec) -> pl.DataFrame:
@@ -191,33 +226,17 @@ def final_rows(spec: DaySpec) -> pl.DataFrame:
         return pl.DataFrame(schema=SCHEMA)
     stream = salt(spec.seed, spec.site, spec.search_type)
     daily = salt(spec.seed, spec.site, spec.search_type, spec.day, spec.revision)
-    keys = present_keys(spec.keys, stream, salt(spec.seed, spec.site, spec.search_type,
-                                                spec.day), spec.revision)
     tail = _TAIL_IMPRESSIONS * day_factor(spec)
     ranks = spec.keys / 1.1 + 8  # about the day's last query rank
-    key, rank, slot = pl.col("id"), pl.col("r"), pl.col("slot")
-    brand = is_brand(rank)
-    cannibal = _cannibal(rank, stream)
-    under = ~brand & (hashed(rank, stream + 2) % 50 == 0)
-    base = pl.when(brand).then(1.0 + 0.4 * unit(rank, stream + 3)).otherwise(
-        1.5 + 30.0 * unit(rank, stream + 3).pow(1.4))
-    rival = pl.when(cannibal).then(0.5 + 3.0 * unit(key, stream + 4)).otherwise(
-        2.0 + 12.0 * unit(key, stream + 4))  # competing pages rank close to the main one
-    position = (base + pl.when(slot > 0).then(rival).otherwise(0.0)
-                ) * (0.94 + 0.12 * unit(key, daily + 5))
-    ctr = (0.30 * position.pow(-1.25) * pl.when(brand).then(1.8).otherwise(1.0)
-           * pl.when(under).then(0.3).otherwise(1.0))
-    demand = (tail * (ranks / (rank + 8)).pow(_ZIPF) * _by_slot(slot, cannibal, _SHARE)
-              * (0.7 + 0.6 * unit(key, daily + 1)) * pl.when(rank == 0).then(6.0).otherwise(1.0))
-    frame = keys.with_columns(r=key // SLOTS, slot=key % SLOTS).with_columns(
-        page=page_id(rank, slot, spec.site),
-        demand=demand,
-        position=position,
-        ctr=ctr,
+    key, rank = pl.col("id"), pl.col("r")
+    frame = present_keys(spec).with_columns(
+        demand=tail * (ranks / (rank + 8)).pow(_ZIPF) * pl.col("share")
+        * (0.7 + 0.6 * unit(key, daily + 1)),
+        position=pl.col("position") * (0.94 + 0.12 * unit(key, daily + 5)),
     ).with_columns(
-        combos=(1 + ((pl.col("demand") / 40).sqrt() * unit(key, stream + 6)).floor()
+        ctr=0.30 * pl.col("position").pow(-1.25) * pl.col("appeal"),
+        combos=(1 + ((pl.col("demand") / 40).sqrt() * pl.col("u_combos")).floor()
                 .clip(0, _MAX_COMBOS - 1)).cast(pl.Int64),
-        first=_first_pair(unit(key, stream + 7)),
     )
     frame = frame.with_columns(j=pl.int_ranges(0, "combos")).explode("j")
     fid = pl.col("fid")
@@ -235,7 +254,7 @@ def final_rows(spec: DaySpec) -> pl.DataFrame:
     )
     named = frame.select(
         "fid",
-        qr=rank.cast(pl.Int32),
+        qr=rank,
         page="page",
         country="country",
         device="device",

@@ -493,13 +493,18 @@ class Simulator:
         except ApiFailure as failure:
             record.status = failure.status
             return self._error(failure), None
-        page = self.data.answer(site, query).slice(query.start_row, query.row_limit)
+        # off the event loop: a long range can take seconds, and other requests must not wait
+        rows, text = await asyncio.to_thread(self._page, site, query)
         record.day, record.end_day, record.data_state = query.start, query.end, query.data_state
         record.start_row, record.row_limit = query.start_row, query.row_limit
-        record.status, record.rows = 200, page.height
-        text = response_body(page, query, metadata=self.data.metadata(query))
+        record.status, record.rows = 200, rows
         response = web.Response(text=text, content_type="application/json", charset="UTF-8")
         return response, query
+
+    def _page(self, site: str, query: Request) -> tuple[int, str]:
+        """The rows and JSON body of one page of an answer."""
+        page = self.data.answer(site, query).slice(query.start_row, query.row_limit)
+        return page.height, response_body(page, query, metadata=self.data.metadata(query))
 
     async def _truncated(self, request: web.Request, full: web.Response) -> web.StreamResponse:
         """Send the status, headers and the real Content-Length, half the body, then hang up."""

@@ -9,6 +9,7 @@ generation.
 
 from __future__ import annotations
 
+import threading
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
@@ -28,6 +29,9 @@ from .model import DaySpec, final_rows, fresh_rows, salt
 _FINE_ROWS = 1_500_000
 _DAY_ANSWER_ROWS = 1_000_000
 _ANSWER_ROWS = 600_000
+_SUMS = 50_000
+_SUMS_SCHEMA = {"clicks": pl.Int64, "impressions": pl.Int64, "sumpos": pl.Float64,
+                "query_clicks": pl.Int64, "query_impressions": pl.Int64}
 
 
 class _Lru:
@@ -84,6 +88,8 @@ class Dataset:
         self._fine = _Lru(_FINE_ROWS)
         self._day_answers = _Lru(_DAY_ANSWER_ROWS)
         self._answers = _Lru(_ANSWER_ROWS)
+        self._sums: OrderedDict[tuple[DaySpec, DayState], tuple[Any, ...]] = OrderedDict()
+        self._lock = threading.RLock()  # the server computes answers off its event loop
 
     # time ------------------------------------------------------------------------------------
 
@@ -113,17 +119,37 @@ class Dataset:
 
     def fine(self, site: str, search_type: str, day: date, state: DayState) -> pl.DataFrame:
         """The fine rows of a day in ``state`` (empty when the day has no data)."""
-        spec = self.spec(site, search_type, day)
-        return self._fine_rows(spec, state)
+        with self._lock:
+            return self._fine_rows(self.spec(site, search_type, day), state)
 
     def _fine_rows(self, spec: DaySpec, state: DayState) -> pl.DataFrame:
-        final = self._fine.get(spec, lambda: final_rows(spec))
+        final = self._fine.get(spec, lambda: self._summed(spec, FINAL, final_rows(spec)))
         if state.kind == "final":
             return final
         if state.kind == "none":
             return final.clear()
         daily = salt(spec.seed, spec.site, spec.search_type, spec.day, spec.revision, "fresh")
-        return self._fine.get((spec, state), lambda: fresh_rows(final, state, daily))
+        return self._fine.get((spec, state), lambda: self._summed(
+            spec, state, fresh_rows(final, state, daily)))
+
+    def _summed(self, spec: DaySpec, state: DayState, rows: pl.DataFrame) -> pl.DataFrame:
+        """Keep a day's unfiltered totals whenever its rows are made, so date-only answers over
+        long ranges cost nothing for days already generated; return ``rows``."""
+        named = pl.col("qr").is_not_null()
+        sums = rows.select(
+            pl.col("clicks").sum(), pl.col("impressions").sum(), pl.col("sumpos").sum(),
+            pl.col("clicks").filter(named).sum().alias("query_clicks"),
+            pl.col("impressions").filter(named).sum().alias("query_impressions"))
+        self._sums[(spec, state)] = sums.row(0)
+        while len(self._sums) > _SUMS:
+            self._sums.popitem(last=False)
+        return rows
+
+    def _day_sums(self, spec: DaySpec, state: DayState) -> pl.DataFrame:
+        """A day's unfiltered totals as one row, from the sums kept or by making its rows."""
+        if (spec, state) not in self._sums:
+            self._summed(spec, state, self._fine_rows(spec, state))
+        return pl.DataFrame([self._sums[(spec, state)]], schema=_SUMS_SCHEMA, orient="row")
 
     # answers ---------------------------------------------------------------------------------
 
@@ -161,6 +187,11 @@ class Dataset:
     def answer(self, site: str, request: Request, *, capped: bool = True, final: bool = False
                ) -> pl.DataFrame:
         """Every row the API exposes for ``request`` (ignoring startRow/rowLimit), as text."""
+        with self._lock:
+            return self._answer_locked(site, request, capped, final)
+
+    def _answer_locked(self, site: str, request: Request, capped: bool, final: bool
+                       ) -> pl.DataFrame:
         view = self.view(request, capped=capped)
         states = self.day_states(request, final=final)
         position = request.search_type not in RESTRICTED_TYPES
@@ -184,6 +215,10 @@ class Dataset:
 
     def _day_answer(self, site: str, view: View, spec: DaySpec, state: DayState
                     ) -> pl.DataFrame:
+        if not view.keys and not view.filters:
+            sums = self._day_sums(spec, state)
+            return sums.select("clicks", "impressions", "sumpos").filter(
+                pl.col("impressions") > 0)
         return day_answer(self._fine_rows(spec, state), view, site)
 
     def metadata(self, request: Request) -> dict[str, str]:
@@ -205,13 +240,19 @@ class Dataset:
 
     def totals(self, site: str, request: Request, *, final: bool = False) -> Totals:
         """The true totals of the request's slice (its filters, data state and range)."""
-        view = self.view(request._replace(dimensions=()), capped=False)
-        named = pl.col("qr").is_not_null()
-        sums = [pl.col("clicks").sum(), pl.col("impressions").sum(), pl.col("sumpos").sum(),
-                pl.col("clicks").filter(named).sum().alias("query_clicks"),
-                pl.col("impressions").filter(named).sum().alias("query_impressions")]
-        parts = [selected(self.fine(site, request.search_type, day, state), view, site
-                          ).select(sums) for day, state in self.day_states(request, final=final)]
+        with self._lock:
+            view = self.view(request._replace(dimensions=()), capped=False)
+            named = pl.col("qr").is_not_null()
+            sums = [pl.col("clicks").sum(), pl.col("impressions").sum(), pl.col("sumpos").sum(),
+                    pl.col("clicks").filter(named).sum().alias("query_clicks"),
+                    pl.col("impressions").filter(named).sum().alias("query_impressions")]
+            parts = []
+            for day, state in self.day_states(request, final=final):
+                spec = self.spec(site, request.search_type, day)
+                if view.filters:
+                    parts.append(selected(self._fine_rows(spec, state), view, site).select(sums))
+                else:
+                    parts.append(self._day_sums(spec, state))
         total = pl.concat(parts).sum() if parts else pl.DataFrame(
             {name: [0] for name in ("clicks", "impressions", "sumpos", "query_clicks",
                                     "query_impressions")})
