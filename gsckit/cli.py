@@ -1,8 +1,9 @@
 """The ``gsckit`` command line: a thin layer over the library.
 
-Each command is one block: ``_add_NAME(commands)`` declares it (its options come from the shared
-option groups below, its help ends with the exit codes it can return) and ``_NAME(args)`` calls
-the library. To add a command, write both and list the adder in ``COMMANDS``.
+Each command is one block: ``_add_NAME(commands)`` declares it with ``_command(...)`` (whose
+``codes`` are the exit codes its ``--help`` lists) and the shared option groups ``add_*`` below,
+and ``_NAME(args)`` calls the library. To add a command, write both and list the adder in
+``COMMANDS``; ``tests/test_docs.py`` then wants every flag in the README.
 
 Errors are one line on stderr and never contain a token. SIGTERM is handled like Ctrl-C.
 """
@@ -90,6 +91,7 @@ def exit_codes_epilog(*codes: int) -> str:
 
 def _command(commands: Any, name: str, *, summary: str, description: str,
              codes: Sequence[int] = tuple(EXIT_CODES)) -> argparse.ArgumentParser:
+    """A subcommand whose help shows every default and ends with its exit ``codes``."""
     parser: argparse.ArgumentParser = commands.add_parser(
         name, help=summary, description=description, epilog=exit_codes_epilog(*codes),
         formatter_class=_HelpFormatter)
@@ -99,11 +101,13 @@ def _command(commands: Any, name: str, *, summary: str, description: str,
 # --- shared option groups ---------------------------------------------------------------------
 
 def add_site_argument(parser: argparse.ArgumentParser) -> None:
+    """The positional SITE [SITE ...] of a command that fetches."""
     parser.add_argument("site", nargs="+", help="property: sc-domain:example.com or "
                         "https://www.example.com/ (several allowed)")
 
 
 def add_range_options(parser: argparse.ArgumentParser) -> None:
+    """--start and --end, both required."""
     group = parser.add_argument_group("days")
     group.add_argument("--start", required=True, help="first day, YYYY-MM-DD (Pacific time; "
                        "required). Older than 16 months: moved to the earliest day, with a warning")
@@ -112,6 +116,7 @@ def add_range_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_query_options(parser: argparse.ArgumentParser) -> None:
+    """What a stream is: --dimensions, --search-type, --data-state, --filter."""
     group = parser.add_argument_group("what to fetch")
     group.add_argument("--dimensions", default=",".join(DEFAULT_DIMENSIONS),
                        help=f"comma-separated, from {','.join(DIMENSIONS)}")
@@ -124,10 +129,12 @@ def add_query_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_db_option(parser: argparse.ArgumentParser) -> None:
+    """--db, the DuckDB file every command works on."""
     parser.add_argument("--db", default=DEFAULT_DB, help="the DuckDB file")
 
 
 def add_engine_options(parser: argparse.ArgumentParser) -> None:
+    """The :class:`EngineConfig` knobs; read them back with :func:`engine_config`."""
     group = parser.add_argument_group("engine")
     group.add_argument("--concurrency", type=int, default=_DEFAULTS.max_concurrency,
                        help="worker tasks; 1 is the sequential mode")
@@ -140,6 +147,7 @@ def add_engine_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_auth_options(parser: argparse.ArgumentParser) -> None:
+    """--token or --credentials; without either, the environment is used."""
     group = parser.add_argument_group("credentials (default: $GSC_ACCESS_TOKEN, then "
                                       "$GOOGLE_APPLICATION_CREDENTIALS)")
     choice = group.add_mutually_exclusive_group()
@@ -150,6 +158,7 @@ def add_auth_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_run_output_options(parser: argparse.ArgumentParser) -> None:
+    """--audit-log, --json and --no-progress for a command that runs the engine."""
     group = parser.add_argument_group("output")
     group.add_argument("--audit-log", metavar="FILE",
                        help="append JSON-lines audit events to FILE (default: no audit log)")
@@ -393,6 +402,7 @@ COMMANDS: tuple[Callable[[Any], None], ...] = (_add_backfill, _add_status, _add_
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``gsckit`` parser with every command in ``COMMANDS``."""
     parser = _Parser(prog="gsckit", description="Fast, quota-safe, crash-safe Google Search "
                      "Console backfills into DuckDB. Run 'gsckit COMMAND --help' for a "
                      "command's options.", epilog=exit_codes_epilog(*EXIT_CODES),
