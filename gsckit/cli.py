@@ -250,7 +250,7 @@ def _add_sim(commands: Any) -> None:
                    "the gsckit commands to run against it from another shell. Ctrl-C or "
                    "SIGTERM stops it (exit 0).", codes=(EXIT_OK, EXIT_BAD_INPUT))
     sim.add_argument("--host", default="127.0.0.1", help="loopback address")
-    sim.add_argument("--port", type=int, default=8765, help="port (0 picks a free one)")
+    sim.add_argument("--port", type=int, default=8765, help="port; 0 picks a free one")
     sim.add_argument("--rows-per-day", type=int, default=30_000,
                      help="rows per day and search type, of which at most 50000 are exposed")
     sim.add_argument("--latency-ms", type=float, default=0.0,
@@ -268,8 +268,13 @@ def _sim(args: argparse.Namespace) -> int:
     config = SimConfig(seed=args.seed, rows_per_day=args.rows_per_day,
                        latency_s=args.latency_ms / 1000, quota_qpm=args.quota_qpm,
                        window_s=args.window_s)
-    with contextlib.suppress(KeyboardInterrupt, signals.Terminated):
+    try:
         signals.run(_serve(config, args.host, args.port))
+    except (KeyboardInterrupt, signals.Terminated):
+        pass  # the normal way to stop a server
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}; "
+                          "choose another --port (0 picks a free one)") from None
     return EXIT_OK
 
 

@@ -11,6 +11,7 @@ import functools
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -477,6 +478,17 @@ def test_the_lines_gsckit_sim_prints_work_in_a_fresh_shell(tmp_path):
     assert results[1].stdout.startswith("complete: 7 days committed")
     assert "sc-domain:demo.example" in results[2].stdout
     assert gsckit.open(tmp_path / "sim.duckdb").days().height == 7
+
+
+def test_sim_on_a_busy_port_is_one_line_exit_2(capsys):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        code, out, err = cli(capsys, "sim", "--port", port)
+    line = one_error_line(err)
+    assert code == 2 and out == ""
+    assert f"cannot listen on 127.0.0.1:{port}" in line and "--port" in line
 
 
 # --- stopping like a service --------------------------------------------------------------------
