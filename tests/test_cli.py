@@ -494,7 +494,8 @@ def test_sim_on_a_busy_port_is_one_line_exit_2(capsys):
 # --- stopping like a service --------------------------------------------------------------------
 
 @pytest.mark.slow
-def test_sigterm_cancels_like_ctrl_c_and_a_rerun_resumes_to_the_truth(thread_sim, tmp_path):
+def test_sigterm_cancels_like_ctrl_c_and_a_rerun_resumes_to_the_truth(thread_sim, tmp_path,
+                                                                     capsys):
     sim = thread_sim(rows_per_day=2_000, latency_s=0.2)
     days = day_range(45, 30)
     db, audit = tmp_path / "gsc.duckdb", tmp_path / "audit.jsonl"
@@ -521,9 +522,9 @@ def test_sigterm_cancels_like_ctrl_c_and_a_rerun_resumes_to_the_truth(thread_sim
 
     sim.do(sim.sim.configure, latency_s=0.0)
     sim.do(sim.sim.reset_stats)
-    rerun = gsckit_proc(*argv, "--concurrency", "8")
-    assert rerun.returncode == 0, rerun.stderr
-    summary = json.loads(rerun.stdout.splitlines()[-1])
+    code, out, err = cli(capsys, *argv, "--concurrency", "8", "--token", TOKEN)
+    assert code == 0, err
+    summary = json.loads(out.splitlines()[-1])
     assert (summary["skipped"], summary["done"]) == (saved, len(days) - saved)
     assert sim.stats()["requests"] == len(days) - saved
     assert ledger_consistent(db) == len(days) and duplicate_keys(db) == 0
