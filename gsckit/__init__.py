@@ -28,7 +28,7 @@ from .errors import (
     Unauthorized,
 )
 from .events import AuditLog, Event
-from .planner import Filter, Query, Slice, make_query, plan
+from .planner import Filter, HorizonWarning, Query, Slice, make_query, plan
 from .runner import Preview, backfill, backfill_async, preview, run_sync
 from .store import Database
 
@@ -57,6 +57,7 @@ __all__ = [
     "Event",
     "Filter",
     "GsckitError",
+    "HorizonWarning",
     "PermissionDenied",
     "Preview",
     "Query",
