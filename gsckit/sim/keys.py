@@ -212,12 +212,6 @@ def _page_table(root: str) -> pl.Series:
         .alias("page"))["page"]
 
 
-def folder_of(page: str) -> str:
-    """The first URL folder of a page (``/products/x/`` → ``products``); ``""`` for the root."""
-    path = page.split("://", 1)[-1].partition("/")[2]
-    return path.split("/", 1)[0]
-
-
 def pacific() -> tzinfo:
     """Search Console's time zone (a fixed PST offset if this machine has no tz database)."""
     try:
