@@ -808,6 +808,22 @@ async def test_fresh_days_rise_to_their_final_figures_as_time_passes(make_sim: M
     assert_frame_equal(sim.ground_truth(SITE, day), final)  # final data never moves again
 
 
+async def test_a_refetch_counts_as_duplicate_only_while_the_data_is_unchanged(
+        make_sim: MakeSim, session: aiohttp.ClientSession) -> None:
+    sim = await google_sim(make_sim, rows_per_day=300)
+    fresh = body(day=TODAY - timedelta(1), dataState="all")
+    for _ in range(2):
+        assert (await post(session, sim, fresh))[0] == 200
+    assert sim.stats()["duplicates"] == 1
+    sim.advance(hours=1)  # the fresh day moved on: a re-fetch is not waste
+    assert (await post(session, sim, fresh))[0] == 200
+    sim.revise(SITE, DAY)
+    assert (await post(session, sim, body()))[0] == 200
+    sim.revise(SITE, DAY)
+    assert (await post(session, sim, body()))[0] == 200
+    assert sim.stats()["duplicates"] == 1 and sim.stats()["ok"] == 5
+
+
 async def test_lag_and_all_final_are_settings(make_sim: MakeSim) -> None:
     sim = await google_sim(make_sim, rows_per_day=500, final_lag_days=1)
     assert sim.is_final(TODAY - timedelta(1)) and not sim.is_final(TODAY)

@@ -310,7 +310,9 @@ class Simulator:
         ``ok`` counts complete 200 pages (not "truncate"/"invalid_json", which still count in
         ``by_status``; a reset sends no status). ``load_limited``: 403s from the load budget.
         ``peak_window*``: most query requests that arrived in any ``window_s`` window.
-        ``duplicates``: 200 pages that repeated an earlier 200 for the same site and body.
+        ``duplicates``: 200 pages that repeated an earlier 200 for the same site and body while
+        the data it covers was unchanged (a re-fetch after the clock or a revision changed a
+        day is not one).
         """
         return {
             "requests": self._requests,
@@ -471,8 +473,10 @@ class Simulator:
         return response
 
     async def _normal_answer(self, request: web.Request, record: RequestRecord,
-                             over_quota: str | None) -> tuple[web.Response, Request | None]:
-        """The answer without faults: an error, or 200 with the page (then also the query)."""
+                             over_quota: str | None
+                             ) -> tuple[web.Response, tuple[Request, Any] | None]:
+        """The answer without faults: an error, or 200 with the page (then also the query and
+        the version of the data it shows)."""
         site, config = record.site, self.config
         try:
             if record.token_id is None:
@@ -494,17 +498,20 @@ class Simulator:
             record.status = failure.status
             return self._error(failure), None
         # off the event loop: a long range can take seconds, and other requests must not wait
-        rows, text = await asyncio.to_thread(self._page, site, query)
+        rows, text, version = await asyncio.to_thread(self._page, site, query)
         record.day, record.end_day, record.data_state = query.start, query.end, query.data_state
         record.start_row, record.row_limit = query.start_row, query.row_limit
         record.status, record.rows = 200, rows
         response = web.Response(text=text, content_type="application/json", charset="UTF-8")
-        return response, query
+        return response, (query, version)
 
-    def _page(self, site: str, query: Request) -> tuple[int, str]:
-        """The rows and JSON body of one page of an answer."""
-        page = self.data.answer(site, query).slice(query.start_row, query.row_limit)
-        return page.height, response_body(page, query, metadata=self.data.metadata(query))
+    def _page(self, site: str, query: Request) -> tuple[int, str, tuple[Any, ...]]:
+        """The rows and JSON body of one page of an answer, and the data version it shows."""
+        with self.data.lock:
+            page = self.data.answer(site, query).slice(query.start_row, query.row_limit)
+            version = self.data.version(site, query)
+        body = response_body(page, query, metadata=self.data.metadata(query))
+        return page.height, body, version
 
     async def _truncated(self, request: web.Request, full: web.Response) -> web.StreamResponse:
         """Send the status, headers and the real Content-Length, half the body, then hang up."""

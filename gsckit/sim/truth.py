@@ -89,7 +89,7 @@ class Dataset:
         self._day_answers = _Lru(_DAY_ANSWER_ROWS)
         self._answers = _Lru(_ANSWER_ROWS)
         self._sums: OrderedDict[tuple[DaySpec, DayState], tuple[Any, ...]] = OrderedDict()
-        self._lock = threading.RLock()  # the server computes answers off its event loop
+        self.lock = threading.RLock()  # the server answers off its event loop, in threads
 
     # time ------------------------------------------------------------------------------------
 
@@ -119,7 +119,7 @@ class Dataset:
 
     def fine(self, site: str, search_type: str, day: date, state: DayState) -> pl.DataFrame:
         """The fine rows of a day in ``state`` (empty when the day has no data)."""
-        with self._lock:
+        with self.lock:
             return self._fine_rows(self.spec(site, search_type, day), state)
 
     def _fine_rows(self, spec: DaySpec, state: DayState) -> pl.DataFrame:
@@ -187,19 +187,25 @@ class Dataset:
     def answer(self, site: str, request: Request, *, capped: bool = True, final: bool = False
                ) -> pl.DataFrame:
         """Every row the API exposes for ``request`` (ignoring startRow/rowLimit), as text."""
-        with self._lock:
+        with self.lock:
             return self._answer_locked(site, request, capped, final)
 
     def _answer_locked(self, site: str, request: Request, capped: bool, final: bool
                        ) -> pl.DataFrame:
         view = self.view(request, capped=capped)
-        states = self.day_states(request, final=final)
         position = request.search_type not in RESTRICTED_TYPES
-        if not states:
+        specs = self.version(site, request, final=final)
+        if not specs:
             return empty_answer(view, position=position)
-        specs = tuple((self.spec(site, request.search_type, day), state) for day, state in states)
         key = (site, view, specs, position)
         return self._answers.get(key, lambda: self._answer(site, view, specs, position))
+
+    def version(self, site: str, request: Request, *, final: bool = False
+                ) -> tuple[tuple[DaySpec, DayState], ...]:
+        """What an answer to ``request`` depends on: each contributing day's spec and state (two
+        answers with the same version are identical)."""
+        return tuple((self.spec(site, request.search_type, day), state)
+                     for day, state in self.day_states(request, final=final))
 
     def _answer(self, site: str, view: View, specs: Sequence[tuple[DaySpec, DayState]],
                 position: bool) -> pl.DataFrame:
@@ -240,7 +246,7 @@ class Dataset:
 
     def totals(self, site: str, request: Request, *, final: bool = False) -> Totals:
         """The true totals of the request's slice (its filters, data state and range)."""
-        with self._lock:
+        with self.lock:
             view = self.view(request._replace(dimensions=()), capped=False)
             named = pl.col("qr").is_not_null()
             sums = [pl.col("clicks").sum(), pl.col("impressions").sum(), pl.col("sumpos").sum(),
