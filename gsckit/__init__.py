@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-from .auth import CallableToken, Credentials, StaticToken
+from .auth import CallableToken, Credentials, GoogleCredentials, StaticToken
 from .config import EngineConfig, RetryPolicy, Timeouts
 from .coordinator import Report
 from .errors import (
     ApiError,
     BadRequest,
     ConfigError,
+    CredentialRefused,
     CredentialsError,
     DatabaseLocked,
     GsckitError,
@@ -23,6 +24,7 @@ from .errors import (
     RunHalted,
     ServerError,
     SiteNotFound,
+    SiteNotReadable,
     StoreError,
     TransportError,
     Unauthorized,
@@ -49,6 +51,7 @@ __all__ = [
     "BadRequest",
     "CallableToken",
     "ConfigError",
+    "CredentialRefused",
     "Credentials",
     "CredentialsError",
     "Database",
@@ -56,6 +59,7 @@ __all__ = [
     "EngineConfig",
     "Event",
     "Filter",
+    "GoogleCredentials",
     "GsckitError",
     "PermissionDenied",
     "Preview",
@@ -66,6 +70,7 @@ __all__ = [
     "RunHalted",
     "ServerError",
     "SiteNotFound",
+    "SiteNotReadable",
     "Slice",
     "StaticToken",
     "StoreError",

@@ -309,7 +309,7 @@ async def test_refresh_failure_message_has_no_secret():
                 f"invalid_grant: Token has been expired or revoked ({REFRESH_CANARY})",
                 {"error": "invalid_grant", "refresh_token": REFRESH_CANARY})
 
-    creds = GoogleCredentials(Refusing(), "user:cid")
-    with pytest.raises(CredentialsError, match="invalid_grant") as info:
+    creds = GoogleCredentials(Refusing(), "user:cid", "a Google account (file user.json)")
+    with pytest.raises(gsckit.CredentialRefused, match="invalid_grant") as info:
         await creds.token()
     assert_no_canary(everything_about(info.value), "a refresh error", REFRESH_CANARY)
