@@ -136,14 +136,17 @@ def _load_google(kind: str, info: dict[str, Any], where: str, fix: str
             from google.oauth2 import credentials as user_credentials
 
             user = user_credentials.Credentials.from_authorized_user_info(info, scopes=[SCOPE])
+            uri = info.get("token_uri")
+            if isinstance(uri, str) and _is_loopback_url(uri):
+                # google-auth always sends refresh tokens to Google; a loopback token_uri is
+                # the simulator's and is the only other place they may go
+                user = user.with_token_uri(uri)
             client = str(info["client_id"]).split(".")[0][:24]
             who = f"Google account {info['account']}" if info.get("account") else "a Google account"
             return GoogleCredentials(user, "user:" + client,
                                      f"{who} (authorized user, OAuth client {client}, {where})",
                                      fix=fix or USER_FIX)
-        import google.auth
-
-        creds, _ = google.auth.load_credentials_from_dict(info, scopes=[SCOPE])
+        creds = _load_indirect(kind, info)
         target = str(info.get("service_account_impersonation_url", "")).rsplit("/", 1)[-1]
         email = target.split(":")[0] or None
         label = f"service account {email} (impersonated, {where})" if email else (
@@ -152,6 +155,38 @@ def _load_google(kind: str, info: dict[str, Any], where: str, fix: str
                                  label, client_email=email, fix=fix or IMPERSONATE_FIX)
     except Exception:  # google-auth raises many kinds for a malformed file; none is shown
         return None
+
+
+def _load_indirect(kind: str, info: dict[str, Any]) -> Any:
+    """An impersonated or external (workload identity federation) account, by its own loader."""
+    if kind == "impersonated_service_account":
+        from google.auth import impersonated_credentials
+
+        return impersonated_credentials.Credentials.from_impersonated_service_account_info(
+            info, scopes=[SCOPE])
+    source = info.get("credential_source") or {}
+    if isinstance(source, dict) and "environment_id" in source:
+        from google.auth import aws
+
+        return aws.Credentials.from_info(info, scopes=[SCOPE])
+    if isinstance(source, dict) and "executable" in source:
+        from google.auth import pluggable
+
+        return pluggable.Credentials.from_info(info, scopes=[SCOPE])
+    from google.auth import identity_pool
+
+    return identity_pool.Credentials.from_info(info, scopes=[SCOPE])
+
+
+def _is_loopback_url(url: str) -> bool:
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    host = urlsplit(url).hostname or ""
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def impersonated(base: GoogleCredentials, target: str, *,

@@ -28,6 +28,7 @@ from urllib.parse import urlencode, urlsplit
 
 from aiohttp import web
 
+GOOGLE_TOKEN_URI = "https://oauth2.googleapis.com/token"
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 PERMISSION_LEVELS = ("siteOwner", "siteFullUser", "siteRestrictedUser", "siteUnverifiedUser")
 READABLE = frozenset(PERMISSION_LEVELS[:3])
@@ -74,7 +75,10 @@ class _Code:
 
 @dataclass
 class OAuthServer:
-    """Google's OAuth endpoints for the simulator; ``token_ttl_s`` is an access token's life."""
+    """Google's OAuth endpoints for the simulator; ``token_ttl_s`` is an access token's life.
+
+    ``drop_next``: that many next token requests have their connection reset (a network error).
+    """
 
     token_ttl_s: float = 3600.0
     clock: Callable[[], float] = time.time
@@ -82,6 +86,7 @@ class OAuthServer:
     principals: dict[str, Principal] = field(default_factory=dict)
     token_requests: int = 0
     failed_grants: int = 0
+    drop_next: int = 0
     _offset: float = 0.0
     _clients: dict[str, str] = field(default_factory=dict)
     _refresh: dict[str, tuple[str, str]] = field(default_factory=dict)
@@ -194,6 +199,11 @@ class OAuthServer:
 
     async def _handle_token(self, request: web.Request) -> web.Response:
         self.token_requests += 1
+        if self.drop_next > 0:
+            self.drop_next -= 1
+            if request.transport is not None:
+                request.transport.abort()
+            return web.Response()
         form = await request.post()
         fields = {k: str(v) for k, v in form.items()}
         grant = fields.get("grant_type", "")
@@ -232,7 +242,9 @@ class OAuthServer:
             raise _GrantError("invalid_grant", "Invalid grant: account not found")
         try:
             # google-auth checks iat/exp against the real clock; ours may be advanced
-            verified = jwt.decode(assertion, certs=principal.public_key, audience=self.token_uri,
+            # google-auth addresses Google's token URI whatever token_uri the key file names
+            verified = jwt.decode(assertion, certs=principal.public_key,
+                                  audience=[self.token_uri, GOOGLE_TOKEN_URI],
                                   clock_skew_in_seconds=int(self._offset) + 10)
         except (ValueError, exceptions.GoogleAuthError):
             raise _GrantError("invalid_grant", "Invalid JWT Signature.") from None
