@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-from .auth import CallableToken, Credentials, GoogleCredentials, StaticToken
+from .auth import CallableToken, Credentials, GoogleCredentials, StaticToken, login
 from .config import EngineConfig, RetryPolicy, Timeouts
 from .coordinator import Report
 from .errors import (
@@ -80,6 +80,7 @@ __all__ = [
     "__version__",
     "backfill",
     "backfill_async",
+    "login",
     "make_query",
     "open",
     "plan",

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import threading
+import urllib.request
+import webbrowser
 
 import pytest
 
@@ -270,3 +273,82 @@ def test_sources_name_themselves_without_secrets(tmp_path, rsa_keys):
         assert line not in creds.source + repr(creds)
     assert creds.expiry is None and creds.remaining_s() is None
     assert SITE  # the shared site constant is importable for the engine tests above
+
+
+# --- gsckit login ---------------------------------------------------------------------------
+
+class FollowingBrowser(webbrowser.BaseBrowser):
+    """A "browser" that opens the consent link and follows Google's redirect to the loopback
+    server, as a person clicking "Allow" would, from another thread."""
+
+    def __init__(self) -> None:
+        super().__init__("gsckit-test-browser")
+        self.urls: list[str] = []
+        self.threads: list[threading.Thread] = []
+
+    def open(self, url, new=0, autoraise=True):
+        self.urls.append(url)
+        thread = threading.Thread(target=lambda: urllib.request.urlopen(url, timeout=20).read())
+        thread.start()
+        self.threads.append(thread)
+        return True
+
+
+def test_login_runs_the_whole_flow_and_the_file_is_used_afterwards(thread_sim, tmp_path, capsys):
+    from .oauth_helpers import client_secrets
+
+    sim = thread_sim(rows_per_day=50)
+    secrets_file = client_secrets(sim.sim, tmp_path)
+    sim.sim.oauth.add_user("alice", CLIENT_ID, {SITE: "siteFullUser"})
+    browser = FollowingBrowser()
+    webbrowser.register(browser.name, None, browser)
+    saved = gsckit.login(secrets_file, browser=browser.name, open_browser=True, timeout_s=30)
+    for thread in browser.threads:
+        thread.join(20)
+    assert saved == login_path() and saved.stat().st_mode & 0o777 == 0o600
+    info = json.loads(saved.read_text())
+    assert info["type"] == "authorized_user" and info["refresh_token"].startswith("1//sim-")
+    link = browser.urls[0]
+    assert "redirect_uri=http%3A%2F%2F127.0.0.1%3A" in link and "code_challenge=" in link
+    assert "webmasters.readonly" in link and CLIENT_SECRET not in link
+    out = capsys.readouterr().out
+    assert link in out and str(saved) in out and CLIENT_SECRET not in out
+    assert info["refresh_token"] not in out
+    # used automatically from now on
+    creds = resolve()
+    assert str(saved) in creds.source
+    days = day_range(12, 1)
+    report = gsckit.backfill(SITE, days[0], days[0], db=tmp_path / "gsc.duckdb", progress=False,
+                             base_url=sim.base_url)
+    assert report.ok
+    assert {r.token_id for r in sim.sim.request_log} == {"user:alice"}
+
+
+def test_login_refuses_a_file_that_is_not_a_client(tmp_path):
+    sa = tmp_path / "sa.json"
+    sa.write_text(json.dumps({"type": "service_account"}))
+    with pytest.raises(gsckit.ConfigError, match="not an OAuth client secrets file"):
+        gsckit.login(sa)
+    with pytest.raises(gsckit.ConfigError, match="does not exist"):
+        gsckit.login(tmp_path / "missing.json")
+    assert not login_path().exists()
+
+
+async def test_the_authorization_endpoint_refuses_a_non_loopback_redirect(make_sim):
+    import aiohttp
+
+    sim = await make_sim()
+    sim.oauth.add_client(CLIENT_ID, CLIENT_SECRET)
+    sim.oauth.add_user("alice", CLIENT_ID)
+    async with aiohttp.ClientSession() as session:
+        for redirect, status in (("urn:ietf:wg:oauth:2.0:oob", 400),
+                                 ("https://evil.example/cb", 400),
+                                 ("http://127.0.0.1:5/", 302)):
+            async with session.get(sim.oauth.auth_uri, allow_redirects=False, params={
+                    "client_id": CLIENT_ID, "redirect_uri": redirect, "response_type": "code",
+                    "scope": "https://www.googleapis.com/auth/webmasters.readonly",
+                    "state": "s1"}) as resp:
+                assert resp.status == status, redirect
+                if status == 302:
+                    assert resp.headers["Location"].startswith(redirect + "?code=4")
+                    assert "state=s1" in resp.headers["Location"]

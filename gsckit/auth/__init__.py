@@ -17,6 +17,7 @@ from .credentials import (
     TokenSource,
     check_token,
 )
+from .login import login
 from .sources import (
     ADC_ENV,
     NO_CREDENTIALS,
@@ -50,6 +51,7 @@ __all__ = [
     "from_file",
     "gcloud_adc_path",
     "impersonated",
+    "login",
     "login_path",
     "resolve",
     "resolve_all",

@@ -206,6 +206,7 @@ class OAuthServer:
             return web.Response()
         form = await request.post()
         fields = {k: str(v) for k, v in form.items()}
+        fields.update(_basic_auth(request.headers.get("Authorization", "")))
         grant = fields.get("grant_type", "")
         try:
             if grant == JWT_BEARER:
@@ -320,6 +321,20 @@ class _GrantError(Exception):
     def __init__(self, code: str, description: str, status: int = 400) -> None:
         super().__init__(code)
         self.code, self.description, self.status = code, description, status
+
+
+def _basic_auth(header: str) -> dict[str, str]:
+    """client_id and client_secret from HTTP Basic auth (client_secret_basic), if sent."""
+    from urllib.parse import unquote
+
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "basic":
+        return {}
+    try:
+        user, _, password = base64.b64decode(value.strip()).decode().partition(":")
+    except ValueError:
+        return {}
+    return {"client_id": unquote(user), "client_secret": unquote(password)}
 
 
 def _digest(token: str) -> str:
