@@ -18,8 +18,8 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any, NoReturn
 
-from .auth import TOKEN_ENV
-from .config import DEFAULT_BASE_URL, EngineConfig
+from .cli_connect import add_commands, add_credential_options, credential_kwargs
+from .config import EngineConfig
 from .coordinator import Report
 from .errors import ConfigError, GsckitError, RunHalted
 from .planner import DATA_STATES, pacific_today
@@ -63,12 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="max requests per window, per site and per credential (default 960)")
     run.add_argument("--qpm-window-s", type=float, default=60.0,
                      help="rate window in seconds (default 60)")
-    run.add_argument("--base-url", default=DEFAULT_BASE_URL,
-                     help="API root: Google's, or a loopback URL such as the simulator's")
-    auth = run.add_mutually_exclusive_group()
-    auth.add_argument("--token", help=f"OAuth access token (prefer ${TOKEN_ENV})")
-    auth.add_argument("--credentials", metavar="FILE",
-                      help="service-account or authorized-user JSON file")
+    add_credential_options(run)
+    run.add_argument("--no-preflight", action="store_true", help="skip the sites.list check "
+                     "that every site is readable before the first data request")
     run.add_argument("--audit-log", metavar="FILE", help="append JSON-lines audit events here")
     run.add_argument("--json", action="store_true", help="print one JSON summary line")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -106,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="simulated latency per request, +/-50%% (default 800)")
     demo.add_argument("--no-progress", action="store_true", help="no progress bar")
     demo.set_defaults(handler=_demo)
+    add_commands(commands)  # sites, doctor, login (gsckit/cli_connect.py)
     return parser
 
 
@@ -147,7 +145,7 @@ def _backfill(args: argparse.Namespace) -> int:
     report = asyncio.run(backfill_async(
         args.site, args.start, args.end, dimensions=args.dimensions,
         search_type=args.search_type, data_state=args.data_state, filters=args.filter,
-        db=args.db, token=args.token, credentials=args.credentials, config=config,
+        db=args.db, config=config, preflight=not args.no_preflight, **credential_kwargs(args),
         audit_log=args.audit_log, progress=not args.no_progress and "auto", force=args.force))
     if args.json:
         print(json.dumps(_summary(report)))

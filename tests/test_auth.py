@@ -82,10 +82,11 @@ async def test_a_key_the_server_does_not_know_is_refused(make_sim, rsa_keys, db,
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode())
     path = service_account(sim, rsa_keys, tmp_path, register=False)
     day = day_range(12, 1)[0]
-    with pytest.raises(gsckit.RunHalted) as info:
+    with pytest.raises(gsckit.CredentialRefused) as info:  # by the pre-flight's first token
         await run(sim, db, day, day, token=None, credentials=path)
-    assert isinstance(info.value.cause, gsckit.CredentialRefused)
+    assert info.value.exit_code == 1 and str(path) in str(info.value)
     assert sim.oauth.failed_grants == 1 and sim.stats()["requests"] == 0
+    assert not db.exists()
 
 
 async def test_authorized_user_file_uses_its_refresh_token(make_sim, db, tmp_path):
@@ -107,7 +108,8 @@ async def test_a_token_the_server_expired_gets_one_refresh_and_one_retry(make_si
     first = await run(sim, db, days[0], days[1], token=creds, max_concurrency=1)
     assert first.ok and sim.oauth.token_requests == 1
     sim.oauth.advance(3_600)  # the server's clock says the token is dead; google-auth does not
-    second = await run(sim, db, days[2], days[3], token=creds, max_concurrency=1)
+    second = await run(sim, db, days[2], days[3], token=creds, max_concurrency=1,
+                       preflight=False)  # the engine meets the 401, not the pre-flight
     assert second.ok and second.retries == 1
     assert sim.stats()["by_status"] == {"200": 4, "401": 1}
     assert sim.oauth.token_requests == 2
@@ -147,14 +149,20 @@ async def test_a_network_error_while_refreshing_is_retried(make_sim, rsa_keys, d
     sim.oauth.drop_next = 2
     events = []
     days = day_range(12, 2)
-    report = await run(sim, db, days[0], days[-1], token=None, max_concurrency=1, config=FAST,
-                       credentials=service_account(sim, rsa_keys, tmp_path),
-                       listeners=[events.append])
+    creds = from_file(service_account(sim, rsa_keys, tmp_path))
+    report = await run(sim, db, days[0], days[-1], token=creds, max_concurrency=1, config=FAST,
+                       listeners=[events.append], preflight=False)
     assert report.ok and report.failed == 0
     assert sim.oauth.token_requests == 3  # two resets, then a token
     retries = [e.data for e in events if e.kind == "retry"]
     assert len(retries) == 2 and all("refreshing the token" in r["error"] for r in retries)
     assert_matches_truth(db, sim, days)
+    # the pre-flight retries a network error while refreshing too
+    sim.oauth.advance(3_600)
+    sim.oauth.drop_next = 1
+    more = day_range(20, 1)
+    assert (await run(sim, db, more[0], more[0], token=creds)).ok
+    assert sim.oauth.token_requests == 5
 
 
 async def test_a_revoked_service_account_halts_naming_the_key_and_the_fix(make_sim, rsa_keys, db,
@@ -165,8 +173,8 @@ async def test_a_revoked_service_account_halts_naming_the_key_and_the_fix(make_s
     days = day_range(12, 3)
     assert (await run(sim, db, days[0], days[0], token=creds)).ok
     sim.oauth.revoke(f"sa:{sa_email('bot')}")  # live tokens die, the key is refused
-    with pytest.raises(gsckit.RunHalted) as info:
-        await run(sim, db, days[1], days[2], token=creds, max_concurrency=1)
+    with pytest.raises(gsckit.RunHalted) as info:  # mid-run: the engine meets it
+        await run(sim, db, days[1], days[2], token=creds, max_concurrency=1, preflight=False)
     cause = info.value.cause
     assert isinstance(cause, gsckit.CredentialRefused) and cause.exit_code == 1
     text = str(info.value)
@@ -181,7 +189,7 @@ async def test_a_revoked_refresh_token_says_to_log_in_again(make_sim, db, tmp_pa
     path = authorized_user(sim, tmp_path)
     sim.oauth.revoke("user:alice")
     day = day_range(12, 1)[0]
-    with pytest.raises(gsckit.RunHalted) as info:
+    with pytest.raises(gsckit.CredentialRefused) as info:
         await run(sim, db, day, day, token=None, credentials=path)
     assert "gsckit login" in str(info.value) and "7 days" in str(info.value)
     refresh = json.loads(path.read_text())["refresh_token"]

@@ -91,7 +91,7 @@ async def test_canary_token_reaches_no_log_database_report_or_error(make_sim, db
     more = day_range(40, 3)
     with pytest.raises(RunHalted) as info:
         await run(strict, db, more[0], more[-1], token=CANARY, config=FAST, audit_log=audit,
-                  listeners=[events.append])
+                  listeners=[events.append], preflight=False)
     halted = info.value
     assert isinstance(halted.cause, gsckit.Unauthorized)
 
@@ -210,7 +210,7 @@ def test_cli_output_never_shows_the_token(thread_sim, tmp_path, capsys):
     outputs.append(text)
     code, text = cli(capsys, "backfill", SITE, "--start", days[0], "--end", days[0], "--db",
                      tmp_path / "other.duckdb", "--base-url", strict.base_url, "--token", CANARY,
-                     "--no-progress", "--json")
+                     "--no-progress", "--json", "--no-preflight")
     assert code == 1 and '"halted": true' in text
     outputs.append(text)
     # bad input next to a valid token, and a token the CLI refuses

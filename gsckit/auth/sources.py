@@ -93,13 +93,13 @@ _REQUIRED = {
     "authorized_user": ("client_id", "client_secret", "refresh_token"),
     "impersonated_service_account": ("service_account_impersonation_url",
                                      "source_credentials"),
-    "external_account": ("audience", "token_url"),
 }
 
 
 def from_file(path: FileArg, *, origin: str = "", fix: str = "") -> GoogleCredentials:
-    """Load a google-auth JSON file: service account, authorized user, impersonated service
-    account or external account (workload identity). No network until the first request.
+    """Load a google-auth JSON file: service account, authorized user, or impersonated service
+    account (what gcloud writes for ``--impersonate-service-account``). No network until the
+    first request.
 
     ``origin`` says how the file was found (for the source line), ``fix`` overrides the advice
     given when its grant is refused.
@@ -146,36 +146,16 @@ def _load_google(kind: str, info: dict[str, Any], where: str, fix: str
             return GoogleCredentials(user, "user:" + client,
                                      f"{who} (authorized user, OAuth client {client}, {where})",
                                      fix=fix or USER_FIX)
-        creds = _load_indirect(kind, info)
-        target = str(info.get("service_account_impersonation_url", "")).rsplit("/", 1)[-1]
-        email = target.split(":")[0] or None
-        label = f"service account {email} (impersonated, {where})" if email else (
-            f"external account ({where})")
-        return GoogleCredentials(creds, "sa:" + email if email else "external:" + where,
-                                 label, client_email=email, fix=fix or IMPERSONATE_FIX)
-    except Exception:  # google-auth raises many kinds for a malformed file; none is shown
-        return None
-
-
-def _load_indirect(kind: str, info: dict[str, Any]) -> Any:
-    """An impersonated or external (workload identity federation) account, by its own loader."""
-    if kind == "impersonated_service_account":
         from google.auth import impersonated_credentials
 
-        return impersonated_credentials.Credentials.from_impersonated_service_account_info(
+        creds = impersonated_credentials.Credentials.from_impersonated_service_account_info(
             info, scopes=[SCOPE])
-    source = info.get("credential_source") or {}
-    if isinstance(source, dict) and "environment_id" in source:
-        from google.auth import aws
-
-        return aws.Credentials.from_info(info, scopes=[SCOPE])
-    if isinstance(source, dict) and "executable" in source:
-        from google.auth import pluggable
-
-        return pluggable.Credentials.from_info(info, scopes=[SCOPE])
-    from google.auth import identity_pool
-
-    return identity_pool.Credentials.from_info(info, scopes=[SCOPE])
+        email = str(info["service_account_impersonation_url"]).rsplit("/", 1)[-1].split(":")[0]
+        return GoogleCredentials(creds, "sa:" + email,
+                                 f"service account {email} (impersonated, {where})",
+                                 client_email=email, fix=fix or IMPERSONATE_FIX)
+    except Exception:  # google-auth raises many kinds for a malformed file; none is shown
+        return None
 
 
 def _is_loopback_url(url: str) -> bool:
