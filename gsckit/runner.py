@@ -144,7 +144,7 @@ async def backfill_async(
         if display is not None:
             closers.append(display)
             emitter.add(display)
-        if display is not None:
+        if progress is not False and progress != "off":  # a person is watching
             for creds in members:
                 print(f"gsckit: credentials: {creds.source}", file=sys.stderr)
         pool = CredentialPool(members, access.serving if access else None, emitter)

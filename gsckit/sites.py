@@ -157,7 +157,8 @@ def closest(site: str, readable: Sequence[str]) -> str | None:
     same = [s for s in readable if _host(s) == host]
     covering = [s for s in readable if s.startswith("sc-domain:")
                 and (host == _host(s) or host.endswith("." + _host(s)))]
-    for group in (same, covering):
+    # a domain property holds every URL of its host, so it is the safest guess
+    for group in (covering, same):
         if group:
             return difflib.get_close_matches(site, group, n=1, cutoff=0.0)[0]
     near = difflib.get_close_matches(site, list(readable), n=1, cutoff=0.75)

@@ -123,6 +123,7 @@ class GoogleCredentials(Credentials):
         self._transport: Any = None
         self._generation = 0
         self._stale = False
+        self._refused: CredentialRefused | None = None
         self.identity = identity
         self.source = source
         self.client_email = client_email
@@ -140,18 +141,22 @@ class GoogleCredentials(Credentials):
         return self._creds
 
     async def token(self) -> str:
+        if self._refused is not None:
+            raise self._refused
         if self._stale or not self._creds.valid:
             await self._refresh(self._generation)
         return str(self._creds.token)
 
     async def refresh(self) -> None:
-        """Refresh after a 401. A network failure leaves the token marked stale, so the next
-        attempt's :meth:`token` refreshes again (and that failure is retried like a request)."""
+        """Refresh after a 401. Failures surface from the next :meth:`token`: a network error
+        leaves the token stale (refreshed again, retried like a request), a refusal is kept."""
         self._stale = True
         try:
             await self._refresh(self._generation)
         except TransportError:
             pass
+        except CredentialRefused as refused:
+            self._refused = refused
 
     async def _refresh(self, seen: int) -> None:
         self._lock = self._lock or asyncio.Lock()
