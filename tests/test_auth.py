@@ -33,7 +33,6 @@ from .oauth_helpers import (
     CLIENT_ID,
     CLIENT_SECRET,
     authorized_user,
-    rsa_keys,  # noqa: F401 (a fixture)
     sa_email,
     service_account,
 )
@@ -271,7 +270,7 @@ def test_sources_name_themselves_without_secrets(tmp_path, rsa_keys):
     from .oauth_helpers import sa_email
 
     class Sim:  # only token_uri is read when the key is not registered
-        class oauth:  # noqa: N801
+        class oauth:
             token_uri = "http://127.0.0.1:9/token"
 
     path = service_account(Sim, rsa_keys, tmp_path, register=False)

@@ -14,7 +14,7 @@ from gsckit.doctor import doctor_async
 from gsckit.sites import closest, sites_async
 
 from .conftest import SITE, day_range, run
-from .oauth_helpers import authorized_user, rsa_keys, sa_email, service_account  # noqa: F401
+from .oauth_helpers import authorized_user, sa_email, service_account
 
 PREFIX = "https://www.example.com/"
 OTHER = "sc-domain:other.org"

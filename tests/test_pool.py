@@ -13,7 +13,7 @@ from gsckit.auth import ADC_ENV, TOKEN_ENV
 from gsckit.cli import main
 
 from .conftest import assert_matches_truth, day_range, duplicate_keys, run
-from .oauth_helpers import rsa_keys, sa_email, service_account  # noqa: F401
+from .oauth_helpers import sa_email, service_account
 
 A, B = "sc-domain:a.example", "sc-domain:b.example"
 OWNER = "siteOwner"
@@ -149,7 +149,7 @@ def test_cli_pool_with_repeated_credentials(thread_sim, rsa_keys, tmp_path, caps
     for path in files:
         argv += ["--credentials", path]
     code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
+    _, err = capsys.readouterr()
     assert code == 0, err
     assert err.count("gsckit: credentials: service account") == 3
     assert len({r.token_id for r in sim.sim.request_log}) == 3

@@ -48,6 +48,7 @@ def login(client_secrets: str | os.PathLike[str], *, port: int = 0,
                                                                  scopes=[SCOPE])
     if open_browser is None:
         open_browser = _has_browser(browser)
+    failure: str | None = None
     with _loopback_token_endpoint(token_uri):
         try:
             creds = flow.run_local_server(
@@ -61,8 +62,6 @@ def login(client_secrets: str | os.PathLike[str], *, port: int = 0,
                               f"({exc.strerror or exc}); choose another --port") from None
         except Exception as exc:  # oauthlib's errors may quote the request; name the kind only
             failure = type(exc).__name__
-        else:
-            failure = None
     if failure is not None:
         raise CredentialsError(f"sign-in did not complete ({failure}); run 'gsckit login' "
                                "again")
@@ -91,7 +90,7 @@ def save(target: Path, info: dict[str, Any]) -> None:
 
 def _import_flow() -> Any:
     try:
-        import google_auth_oauthlib.flow as flow_module
+        import google_auth_oauthlib.flow as flow_module  # type: ignore[import-untyped]
     except ImportError:
         raise ConfigError("gsckit login needs google-auth-oauthlib: "
                           "pip install 'gsckit[login]'") from None

@@ -78,6 +78,7 @@ class OAuthServer:
     """Google's OAuth endpoints for the simulator; ``token_ttl_s`` is an access token's life.
 
     ``drop_next``: that many next token requests have their connection reset (a network error).
+    ``token_prefix`` / ``refresh_prefix`` start every issued token (a canary for secret scans).
     """
 
     token_ttl_s: float = 3600.0
@@ -87,6 +88,8 @@ class OAuthServer:
     token_requests: int = 0
     failed_grants: int = 0
     drop_next: int = 0
+    token_prefix: str = "ya29.sim-"
+    refresh_prefix: str = "1//sim-refresh-"
     _offset: float = 0.0
     _clients: dict[str, str] = field(default_factory=dict)
     _refresh: dict[str, tuple[str, str]] = field(default_factory=dict)
@@ -153,7 +156,7 @@ class OAuthServer:
         return principal
 
     def _new_refresh(self, principal_id: str, client_id: str) -> str:
-        token = "1//sim-refresh-" + secrets.token_urlsafe(24)
+        token = self.refresh_prefix + secrets.token_urlsafe(24)
         self._refresh[_digest(token)] = (principal_id, client_id)
         return token
 
@@ -208,11 +211,12 @@ class OAuthServer:
         fields = {k: str(v) for k, v in form.items()}
         fields.update(_basic_auth(request.headers.get("Authorization", "")))
         grant = fields.get("grant_type", "")
+        extra: dict[str, Any] = {}
         try:
             if grant == JWT_BEARER:
-                principal, extra = self._jwt_grant(fields.get("assertion", "")), {}
+                principal = self._jwt_grant(fields.get("assertion", ""))
             elif grant == "refresh_token":
-                principal, extra = self._refresh_grant(fields), {}
+                principal = self._refresh_grant(fields)
             elif grant == "authorization_code":
                 principal, extra = self._code_grant(fields)
             else:
@@ -224,7 +228,7 @@ class OAuthServer:
         return web.json_response({**self._issue(principal), **extra})
 
     def _issue(self, principal_id: str) -> dict[str, Any]:
-        token = "ya29.sim-" + secrets.token_urlsafe(32)
+        token = self.token_prefix + secrets.token_urlsafe(32)
         self._issued[_digest(token)] = _Issued(principal_id, self.now() + self.token_ttl_s)
         self.principals[principal_id].tokens_issued += 1
         return {"access_token": token, "expires_in": int(self.token_ttl_s),
