@@ -11,6 +11,7 @@ from importlib.metadata import PackageNotFoundError, version
 from .auth import CallableToken, Credentials, GoogleCredentials, StaticToken, login
 from .config import EngineConfig, RetryPolicy, Timeouts
 from .coordinator import Report
+from .doctor import Diagnosis, doctor, doctor_async
 from .errors import (
     ApiError,
     BadRequest,
@@ -25,6 +26,7 @@ from .errors import (
     ServerError,
     SiteNotFound,
     SiteNotReadable,
+    SiteUnserved,
     StoreError,
     TransportError,
     Unauthorized,
@@ -32,6 +34,7 @@ from .errors import (
 from .events import AuditLog, Event
 from .planner import Filter, Query, Slice, make_query, plan
 from .runner import Preview, backfill, backfill_async, preview, run_sync
+from .sites import sites, sites_async
 from .store import Database
 
 try:
@@ -56,6 +59,7 @@ __all__ = [
     "CredentialsError",
     "Database",
     "DatabaseLocked",
+    "Diagnosis",
     "EngineConfig",
     "Event",
     "Filter",
@@ -71,6 +75,7 @@ __all__ = [
     "ServerError",
     "SiteNotFound",
     "SiteNotReadable",
+    "SiteUnserved",
     "Slice",
     "StaticToken",
     "StoreError",
@@ -80,12 +85,16 @@ __all__ = [
     "__version__",
     "backfill",
     "backfill_async",
+    "doctor",
+    "doctor_async",
     "login",
     "make_query",
     "open",
     "plan",
     "preview",
     "run_sync",
+    "sites",
+    "sites_async",
 ]
 
 for _name in __all__:
