@@ -32,7 +32,7 @@ from .errors import (
     Unauthorized,
 )
 from .events import AuditLog, Event
-from .planner import Filter, Query, Slice, make_query, plan
+from .planner import Filter, HorizonWarning, Query, Slice, make_query, plan
 from .runner import Preview, backfill, backfill_async, preview, run_sync
 from .sites import sites, sites_async
 from .store import Database
@@ -65,6 +65,7 @@ __all__ = [
     "Filter",
     "GoogleCredentials",
     "GsckitError",
+    "HorizonWarning",
     "PermissionDenied",
     "Preview",
     "Query",

@@ -1,7 +1,8 @@
-"""The command line's credential options and its ``sites``, ``doctor`` and ``login`` commands.
+"""The command line's ``sites``, ``doctor`` and ``login`` commands.
 
 A thin layer over :mod:`gsckit.auth`, :mod:`gsckit.sites` and :mod:`gsckit.doctor`, kept apart
-from ``cli.py`` so each stays one job; ``cli.py`` mounts these on its parser.
+from ``cli.py``, which lists :func:`add_connect_commands` in its ``COMMANDS`` and shares its
+option groups and help format with them.
 """
 
 from __future__ import annotations
@@ -12,62 +13,58 @@ import json
 import sys
 from typing import Any
 
-from .auth import TOKEN_ENV
 from .config import DEFAULT_BASE_URL
 
 
-def add_credential_options(parser: argparse.ArgumentParser, *, base_url: bool = True) -> None:
-    """``--token`` | ``--credentials FILE`` (repeatable: a pool), ``--impersonate``,
-    ``--base-url``: the same on ``backfill``, ``sites`` and ``doctor``."""
-    group = parser.add_mutually_exclusive_group()
-    group.add_argument("--token", help=f"OAuth access token (prefer ${TOKEN_ENV})")
-    group.add_argument("--credentials", metavar="FILE", action="append",
-                       help="service-account or authorized-user JSON file; repeat it to pool "
-                       "several credentials (their per-user quotas add up)")
-    parser.add_argument("--impersonate", metavar="EMAIL",
-                        help="use these credentials to act as this service account")
-    if base_url:
-        parser.add_argument("--base-url", default=DEFAULT_BASE_URL,
-                            help="API root: Google's, or a loopback URL such as the simulator's")
-
-
 def credential_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    """The library keywords for the options :func:`add_credential_options` added."""
+    """The library keywords for the options ``cli.add_auth_options`` added."""
     files = args.credentials
     return {"token": args.token, "impersonate": args.impersonate,
             "credentials": files[0] if files and len(files) == 1 else files}
 
 
-def add_commands(commands: Any) -> None:
+def add_connect_commands(commands: Any) -> None:
     """Mount ``sites``, ``doctor`` and ``login`` on the subcommand parser."""
-    sites = commands.add_parser(
-        "sites", help="the properties your credentials can read",
-        description="List every property each credential can read (sites.list) with its "
-        "permission level; unverified entries are marked unreadable.")
-    add_credential_options(sites)
+    from .cli import EXIT_BAD_INPUT, EXIT_INCOMPLETE, EXIT_OK, _command, add_auth_options
+
+    def add_base_url(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--base-url", default=DEFAULT_BASE_URL,
+                            help="API root: Google's, or a loopback URL such as the simulator's")
+
+    sites = _command(commands, "sites", summary="the properties your credentials can read",
+                     description="List every property each credential can read (sites.list) "
+                     "with its permission level; unverified entries are marked unreadable.",
+                     codes=(EXIT_OK, EXIT_INCOMPLETE, EXIT_BAD_INPUT))
+    add_auth_options(sites)
+    add_base_url(sites)
     sites.add_argument("--json", action="store_true", help="one JSON object per property")
     sites.set_defaults(handler=_sites)
 
-    doctor = commands.add_parser(
-        "doctor", help="check credentials, token, site access, a query and quota",
-        description="Check in order: the credential found, a token and its lifetime, what it "
-        "can read, each SITE's access (with the closest readable property and the fix), one "
-        "small query per site, and the quota headroom. Exit 0 when all pass, 1 otherwise.")
-    doctor.add_argument("site", nargs="*", help="properties to check, e.g. sc-domain:example.com")
-    add_credential_options(doctor)
-    doctor.add_argument("--json", action="store_true", help="print the checks as one JSON object")
+    doctor = _command(commands, "doctor",
+                      summary="check credentials, token, site access, a query and quota",
+                      description="Check in order: the credential found, a token and its "
+                      "lifetime, what it can read, each SITE's access (with the closest readable "
+                      "property and the fix), one small query per site, and the quota headroom.",
+                      codes=(EXIT_OK, EXIT_INCOMPLETE, EXIT_BAD_INPUT))
+    doctor.add_argument("site", nargs="*", help="properties to check, e.g. "
+                        "sc-domain:example.com (default: only the credential checks)")
+    add_auth_options(doctor)
+    add_base_url(doctor)
+    doctor.add_argument("--json", action="store_true", help="print the checks as one JSON "
+                        "object")
     doctor.set_defaults(handler=_doctor)
 
-    login = commands.add_parser(
-        "login", help="sign in to Google in a browser and save the credentials",
-        description="Run Google's installed-app OAuth flow with a redirect to 127.0.0.1, save "
-        "the authorized-user JSON (mode 0600) under your config directory, and use it "
-        "automatically afterwards. Needs google-auth-oauthlib: pip install 'gsckit[login]'.")
+    login = _command(commands, "login", summary="sign in to Google in a browser, save the "
+                     "credentials", description="Run Google's installed-app OAuth flow with a "
+                     "redirect to 127.0.0.1, save the authorized-user JSON (mode 0600) under your "
+                     "config directory, and use it automatically afterwards. Needs "
+                     "google-auth-oauthlib: pip install 'gsckit[login]'.",
+                     codes=(EXIT_OK, EXIT_INCOMPLETE, EXIT_BAD_INPUT))
     login.add_argument("--credentials", "--client-secrets", dest="client_secrets", required=True,
-                       metavar="FILE", help="the OAuth client's JSON (a Desktop app client) from "
-                       "Cloud Console")
-    login.add_argument("--port", type=int, default=0, help="loopback port for the redirect "
-                       "(default 0: any free port; pick one to forward it from a remote kernel)")
+                       metavar="FILE", help="the OAuth client's JSON (a Desktop app client) "
+                       "from Cloud Console")
+    login.add_argument("--port", type=int, default=0, help="loopback port for the redirect; 0 "
+                       "is any free port (pick one to forward it from a remote kernel)")
     login.add_argument("--no-browser", action="store_true", help="only print the link")
     login.add_argument("--base-url", help="after signing in, list the readable properties "
                        "from this API root (default: do not)")
