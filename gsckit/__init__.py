@@ -8,13 +8,15 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-from .auth import CallableToken, Credentials, StaticToken
+from .auth import CallableToken, Credentials, GoogleCredentials, StaticToken, login
 from .config import EngineConfig, RetryPolicy, Timeouts
 from .coordinator import Report
+from .doctor import Diagnosis, doctor, doctor_async
 from .errors import (
     ApiError,
     BadRequest,
     ConfigError,
+    CredentialRefused,
     CredentialsError,
     DatabaseLocked,
     GsckitError,
@@ -23,6 +25,8 @@ from .errors import (
     RunHalted,
     ServerError,
     SiteNotFound,
+    SiteNotReadable,
+    SiteUnserved,
     StoreError,
     TransportError,
     Unauthorized,
@@ -30,6 +34,7 @@ from .errors import (
 from .events import AuditLog, Event
 from .planner import Filter, HorizonWarning, Query, Slice, make_query, plan
 from .runner import Preview, backfill, backfill_async, preview, run_sync
+from .sites import sites, sites_async
 from .store import Database
 
 try:
@@ -49,13 +54,16 @@ __all__ = [
     "BadRequest",
     "CallableToken",
     "ConfigError",
+    "CredentialRefused",
     "Credentials",
     "CredentialsError",
     "Database",
     "DatabaseLocked",
+    "Diagnosis",
     "EngineConfig",
     "Event",
     "Filter",
+    "GoogleCredentials",
     "GsckitError",
     "HorizonWarning",
     "PermissionDenied",
@@ -67,6 +75,8 @@ __all__ = [
     "RunHalted",
     "ServerError",
     "SiteNotFound",
+    "SiteNotReadable",
+    "SiteUnserved",
     "Slice",
     "StaticToken",
     "StoreError",
@@ -76,11 +86,16 @@ __all__ = [
     "__version__",
     "backfill",
     "backfill_async",
+    "doctor",
+    "doctor_async",
+    "login",
     "make_query",
     "open",
     "plan",
     "preview",
     "run_sync",
+    "sites",
+    "sites_async",
 ]
 
 for _name in __all__:
