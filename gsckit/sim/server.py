@@ -43,7 +43,8 @@ _DEFAULT_DIMENSIONS = ("date", "query", "page")
 
 @dataclass
 class RequestRecord:
-    """One searchAnalytics query request as the server saw it (``token_id``, never the token)."""
+    """One searchAnalytics query request as the server saw it (``token_id``, never the token);
+    ``day`` and ``end_day`` are its startDate and endDate."""
 
     arrived: float
     finished: float = 0.0
@@ -57,7 +58,6 @@ class RequestRecord:
     status: int | None = None
     rows: int = 0
     fault: str | None = None
-
 
 
 class _Window:
