@@ -547,7 +547,11 @@ async def test_load_budget_per_site_then_a_penalty(make_sim: MakeSim,
     assert (await post(session, sim, body()))[0] == 403
     sim.configure(load_budget=None)
     assert (await post(session, sim, body()))[0] == 200
-    assert sim.stats()["load_limited"] == 3 and sim.stats()["by_status"] == {"200": 5, "403": 3}
+    sim.configure(load_quota_sites=frozenset({PREFIX_SITE}))  # a load quota that persists
+    _, data, _ = await post(session, sim, body(), site=PREFIX_SITE)
+    assert data["error"]["errors"][0]["reason"] == "quotaExceeded"
+    assert (await post(session, sim, body()))[0] == 200
+    assert sim.stats()["load_limited"] == 4 and sim.stats()["by_status"] == {"200": 6, "403": 4}
     with pytest.raises(ConfigError, match="load_budget"):
         SimConfig(load_budget=-1)
 

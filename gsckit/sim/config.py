@@ -92,7 +92,8 @@ class SimConfig:
     Load quota (Google publishes no numbers, so it is off by default): ``load_budget`` query
     requests per site in any ``load_window_s`` (10 minutes, Google's short-term bucket); the
     request over it and every request to that site for ``load_penalty_s`` after it (15 minutes,
-    "wait 15 minutes and try again") get 403 ``quotaExceeded``.
+    "wait 15 minutes and try again") get 403 ``quotaExceeded``. ``load_quota_sites``: properties
+    whose every query gets that 403 (a load quota that persists: no budget, never recovering).
     """
 
     seed: int = 1
@@ -119,6 +120,7 @@ class SimConfig:
     load_budget: int | None = None
     load_window_s: float = 600.0
     load_penalty_s: float = 900.0
+    load_quota_sites: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         if self.latency_s < 0 or not 0.0 <= self.latency_jitter <= 1.0:
@@ -147,5 +149,6 @@ class SimConfig:
                 object.__setattr__(self, name, frozenset(value))
         object.__setattr__(self, "forbidden_sites", frozenset(self.forbidden_sites))
         object.__setattr__(self, "restricted_dimensions", frozenset(self.restricted_dimensions))
+        object.__setattr__(self, "load_quota_sites", frozenset(self.load_quota_sites))
         if self.now is not None:
             object.__setattr__(self, "now", as_pacific(self.now))

@@ -386,6 +386,9 @@ class Simulator:
             if self._quota.setdefault(key, _Window()).add(now, window_s) > (
                     self.config.quota_qpm):
                 over = "429"
+        if site in self.config.load_quota_sites:  # a persistent load quota answers first
+            self._load_limited += 1
+            return "403_quota"
         return over or self._over_load(now, site)
 
     def _over_load(self, now: float, site: str) -> str | None:
