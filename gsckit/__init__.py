@@ -8,14 +8,16 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-from .auth import CallableToken, Credentials, StaticToken
+from .auth import CallableToken, Credentials, GoogleCredentials, StaticToken, login
 from .config import EngineConfig, RetryPolicy, Timeouts
 from .coordinator import Report
+from .doctor import Diagnosis, doctor, doctor_async
 from .errors import (
     ApiError,
     AuditLogError,
     BadRequest,
     ConfigError,
+    CredentialRefused,
     CredentialsError,
     DatabaseLocked,
     GsckitError,
@@ -25,13 +27,16 @@ from .errors import (
     RunHalted,
     ServerError,
     SiteNotFound,
+    SiteNotReadable,
+    SiteUnserved,
     StoreError,
     TransportError,
     Unauthorized,
 )
 from .events import AuditLog, Event
-from .planner import Filter, Query, Slice, make_query, plan
+from .planner import Filter, HorizonWarning, Query, Slice, make_query, plan
 from .runner import Preview, backfill, backfill_async, preview, run_sync
+from .sites import sites, sites_async
 from .store import Database
 
 try:
@@ -52,14 +57,18 @@ __all__ = [
     "BadRequest",
     "CallableToken",
     "ConfigError",
+    "CredentialRefused",
     "Credentials",
     "CredentialsError",
     "Database",
     "DatabaseLocked",
+    "Diagnosis",
     "EngineConfig",
     "Event",
     "Filter",
+    "GoogleCredentials",
     "GsckitError",
+    "HorizonWarning",
     "InternalError",
     "PermissionDenied",
     "Preview",
@@ -70,6 +79,8 @@ __all__ = [
     "RunHalted",
     "ServerError",
     "SiteNotFound",
+    "SiteNotReadable",
+    "SiteUnserved",
     "Slice",
     "StaticToken",
     "StoreError",
@@ -79,11 +90,16 @@ __all__ = [
     "__version__",
     "backfill",
     "backfill_async",
+    "doctor",
+    "doctor_async",
+    "login",
     "make_query",
     "open",
     "plan",
     "preview",
     "run_sync",
+    "sites",
+    "sites_async",
 ]
 
 for _name in __all__:

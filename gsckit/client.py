@@ -39,11 +39,13 @@ import polars as pl
 from yarl import URL
 
 from .auth import Credentials
+from .auth.pool import CredentialPool
 from .config import EngineConfig
 from .errors import (
     ApiError,
     BadRequest,
     ConfigError,
+    CredentialRefused,
     GsckitError,
     PermissionDenied,
     RateLimited,
@@ -231,11 +233,14 @@ def classify(status: int, headers: Any, body: bytes, site: str) -> ApiError:
 class Client:
     """Fetches pages for the engine; use as ``async with Client(...) as client``."""
 
-    def __init__(self, config: EngineConfig, credentials: Credentials,
+    def __init__(self, config: EngineConfig, credentials: Credentials | CredentialPool,
                  limiter: SlidingWindowLimiter, emit: Emit,
                  rng: random.Random | None = None) -> None:
         self.config = config
-        self.credentials = credentials
+        # a pool picks the credential of each request (see gsckit/auth/pool.py)
+        self.pool = (credentials if isinstance(credentials, CredentialPool)
+                     else CredentialPool([credentials]))
+        self.credentials = self.pool.members[0]
         self.limiter = limiter
         self.meter = RequestMeter(config.qpm_window_s)
         self.retries = 0
@@ -247,7 +252,8 @@ class Client:
         self._pauses: dict[str, tuple[float, float]] = {}
 
     def __repr__(self) -> str:
-        return f"Client(base_url={self.config.base_url!r}, credentials={self.credentials!r})"
+        who = self.credentials if len(self.pool) == 1 else self.pool
+        return f"Client(base_url={self.config.base_url!r}, credentials={who!r})"
 
     async def __aenter__(self) -> Client:
         if self._session is not None:
@@ -285,31 +291,39 @@ class Client:
             raise RuntimeError("use the Client inside 'async with'")
         policy = self.config.retry
         body = piece.body(start_row, self.config.row_limit)
-        keys = limiter_keys(piece.site, self.credentials)
         loop = asyncio.get_running_loop()
         attempt = 0
         refreshed = False
         while True:
             attempt += 1
             self._check_pause(piece.site)
-            await self.limiter.acquire(keys)
-            self._check_pause(piece.site)  # the pause may have begun while waiting for the slot
-            granted = self.limiter.now()
-            started = loop.time()
-            self.meter.note(started)
+            creds = self.pool.pick(piece.site)
+            keys = limiter_keys(piece.site, creds)
+            self.pool.begin(creds)
             try:
-                page = await self._attempt(piece, body)
-            except GsckitError as exc:
-                error = exc
-            else:
-                self._log(piece, start_row, attempt, started, 200, page.height, "")
-                return Page(page, attempt)
+                await self.limiter.acquire(keys)
+                self._check_pause(piece.site)  # the pause may have begun while waiting
+                granted = self.limiter.now()
+                started = loop.time()
+                self.meter.note(started)
+                try:
+                    page = await self._attempt(piece, body, creds)
+                except GsckitError as exc:
+                    error = exc
+                else:
+                    self._log(piece, start_row, attempt, started, 200, page.height, "")
+                    return Page(page, attempt)
+            finally:
+                self.pool.end(creds)
             status = error.status if isinstance(error, ApiError) else "error"
             self._log(piece, start_row, attempt, started, status, 0, _reason(error))
+            if self._reroute(piece.site, creds, error):
+                attempt -= 1
+                continue
             if isinstance(error, Unauthorized) and not refreshed:
                 refreshed = True
                 self.retries += 1
-                await self.credentials.refresh()
+                await creds.refresh()
                 continue
             if isinstance(error, RateLimited):
                 if error.load_quota:
@@ -354,9 +368,23 @@ class Client:
                        reason=_reason(error))
         return SitePaused(site, pause[1])
 
-    async def _attempt(self, piece: Slice, body: dict[str, Any]) -> pl.DataFrame:
+    def _reroute(self, site: str, creds: Credentials, error: GsckitError) -> bool:
+        """In a pool, move a site off a credential that was refused or lost its permission;
+        true when another credential can take the request."""
+        if len(self.pool) == 1:
+            return False
+        if isinstance(error, CredentialRefused):
+            self.pool.lose(creds, error)
+            return True  # the next pick finds another credential, or says why none is left
+        if isinstance(error, PermissionDenied):
+            self.pool.drop(site, creds, error.reason or "403")
+            return True
+        return False
+
+    async def _attempt(self, piece: Slice, body: dict[str, Any],
+                       creds: Credentials) -> pl.DataFrame:
         assert self._session is not None
-        token = await self.credentials.token()
+        token = await creds.token()
         headers = {"Authorization": f"Bearer {token}"}
         try:
             async with self._session.post(self.url(piece.site), json=body, headers=headers,
@@ -377,11 +405,6 @@ class Client:
         if retry_after is not None:
             return min(retry_after, policy.max_backoff_s)
         return self._rng.uniform(0, min(policy.max_backoff_s, policy.base_s * 2 ** (attempt - 1)))
-
-    def paused_until(self, site: str) -> float:
-        """Loop time at which ``site``'s load-quota pause ends (0 if it never paused)."""
-        pause = self._pauses.get(site)
-        return 0.0 if pause is None else pause[1]
 
     def _log(self, piece: Slice, start_row: int, attempt: int, started: float,
              status: int | str, rows: int, error: str) -> None:

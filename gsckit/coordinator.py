@@ -76,6 +76,7 @@ class Report:
     error: str | None = None
     halt_s: float | None = None
     failures: tuple[str, ...] = ()
+    credentials: tuple[str, ...] = ()  # what happened to pooled credentials (lost, moved)
     stopped: int = 0
     stopped_sites: Mapping[str, str] = field(default_factory=dict)
     rate_limited: int = 0
@@ -87,6 +88,7 @@ class Report:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["failures"] = list(self.failures)
+        data["credentials"] = list(self.credentials)
         data["stopped_sites"] = dict(self.stopped_sites)
         return data
 
@@ -105,6 +107,8 @@ class Report:
             text += f"\n{self.stopped} days of stopped sites were not fetched; re-run later"
         if self.error:
             text += f"\n{self.error}"
+        for note in self.credentials:
+            text += f"\ncredentials: {note}"
         return text
 
 
@@ -254,8 +258,9 @@ class Engine:
             max_unpersisted_pages=self.max_unpersisted_pages, halted=halt is not None,
             error=str(halt.cause) if halt else None,
             halt_s=round(halt_s, 4) if halt_s is not None else None,
-            failures=tuple(self._failures), stopped=self._stopped_days,
-            stopped_sites=dict(self._stopped), rate_limited=self.client.rate_limited)
+            failures=tuple(self._failures), credentials=tuple(self.client.pool.notes),
+            stopped=self._stopped_days, stopped_sites=dict(self._stopped),
+            rate_limited=self.client.rate_limited)
 
     async def _guard(self, role: str, job: Callable[[], Awaitable[None]]) -> None:
         """Run one engine task; anything unexpected that escapes it halts the run."""
