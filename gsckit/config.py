@@ -71,9 +71,11 @@ class EngineConfig:
     ``rate_decrease`` / ``rate_increase``: after a 429 the site's and credential's limit becomes
     ``rate_decrease`` times what they were granted in the last window; each whole window without
     another 429 gives back ``rate_increase`` requests (default ``qpm // 20``) until ``qpm``.
-    ``queue_size``: bound of the batch queue. ``max_unpersisted_pages``: pages being fetched or
-    fetched but not yet committed; bounds memory (a page holds up to ``row_limit`` rows). The
-    oldest day in progress may always fetch its next page, so no setting can deadlock.
+    ``queue_size``: bound of the batch queue. ``max_unpersisted_pages``: pages queued, being
+    fetched, or fetched but not yet committed; bounds memory (a page holds up to ``row_limit``
+    rows). Default (``None``): twice ``max_concurrency``, at least 16, so that every worker can
+    have a request in flight while as many pages wait for their commit. The oldest day in
+    progress may always fetch its next page, so no setting can deadlock.
     ``row_limit``: rows per page (Google's maximum, 25,000).
     ``prefetch``: when the previous day of a stream needed several pages, ask for the first two
     pages of the next day at once (halves a big day's latency; costs at most one empty page).
@@ -89,12 +91,12 @@ class EngineConfig:
     rate_decrease: float = 0.5
     rate_increase: int | None = None
     queue_size: int = 1000
-    max_unpersisted_pages: int = 32
+    max_unpersisted_pages: int | None = None
     row_limit: int = MAX_ROW_LIMIT
     prefetch: bool = True
     base_url: str = DEFAULT_BASE_URL
     qpm_report_s: float = 2.0
-    db_memory_limit: str = "128MB"
+    db_memory_limit: str = "64MB"
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     timeouts: Timeouts = field(default_factory=Timeouts)
 
@@ -110,9 +112,9 @@ class EngineConfig:
             raise ConfigError(f"rate_decrease must be between 0 and 1, got {self.rate_decrease}")
         if self.rate_increase is not None and self.rate_increase < 1:
             raise ConfigError(f"rate_increase must be at least 1, got {self.rate_increase}")
-        if self.max_unpersisted_pages < 1:
+        if self.max_unpersisted_pages is not None and self.max_unpersisted_pages < 1:
             raise ConfigError("max_unpersisted_pages must be at least 1")
-        if self.queue_size < 2 * self.max_unpersisted_pages:
+        if self.queue_size < 2 * self.unpersisted_pages:
             # every queued batch holds one unpersisted page, so a put never waits
             raise ConfigError("queue_size must be at least twice max_unpersisted_pages")
         if not 1 <= self.row_limit <= MAX_ROW_LIMIT:
@@ -121,6 +123,14 @@ class EngineConfig:
             raise ConfigError("qpm_report_s must be positive")
         object.__setattr__(self, "base_url", check_base_url(self.base_url))
         check_size(self.db_memory_limit)
+
+
+    @property
+    def unpersisted_pages(self) -> int:
+        """The page bound in force: ``max_unpersisted_pages``, or its default for the workers."""
+        if self.max_unpersisted_pages is not None:
+            return self.max_unpersisted_pages
+        return max(16, 2 * self.max_concurrency)
 
 
 _SIZE = re.compile(r"^\d+(\.\d+)?\s*(B|KB|MB|GB|KiB|MiB|GiB)$", re.IGNORECASE)

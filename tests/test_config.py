@@ -10,7 +10,9 @@ from gsckit import ConfigError, EngineConfig, RetryPolicy, Timeouts
 def test_defaults_follow_the_design_note():
     cfg = EngineConfig()
     assert (cfg.max_concurrency, cfg.qpm, cfg.qpm_window_s) == (8, 960, 60.0)
-    assert (cfg.queue_size, cfg.max_unpersisted_pages, cfg.row_limit) == (1000, 32, 25_000)
+    assert (cfg.queue_size, cfg.max_unpersisted_pages, cfg.row_limit) == (1000, None, 25_000)
+    assert cfg.unpersisted_pages == 16 and EngineConfig(max_concurrency=16).unpersisted_pages == 32
+    assert EngineConfig(max_unpersisted_pages=5).unpersisted_pages == 5
     assert cfg.base_url == "https://searchconsole.googleapis.com/"
 
 

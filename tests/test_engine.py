@@ -120,15 +120,6 @@ async def test_page_bound_queue_bound_and_no_deadlock_at_any_concurrency(make_si
     assert_matches_truth(db, sim, days)
 
 
-async def test_default_page_bound_caps_requests_in_flight_below_the_workers(make_sim, db):
-    sim = await make_sim(rows_per_day=200, latency_s=0.02)
-    days = day_range(100, 80)
-    report = await run(sim, db, days[0], days[-1], max_concurrency=64)
-    pages = EngineConfig().max_unpersisted_pages
-    assert report.ok and report.max_unpersisted_pages <= pages and report.max_queue <= 1000
-    assert sim.stats()["max_in_flight"] <= pages < 64
-
-
 async def test_prefetch_asks_for_both_pages_of_big_days_without_waste(make_sim, db):
     sim = await make_sim(rows_per_day=40_000, latency_s=0.02)
     days = day_range(40, 16)
