@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
+from . import explore
 from .auth import CallableToken, Credentials, StaticToken
 from .config import EngineConfig, RetryPolicy, Timeouts
 from .coordinator import Report
@@ -75,6 +76,7 @@ __all__ = [
     "__version__",
     "backfill",
     "backfill_async",
+    "explore",
     "make_query",
     "open",
     "plan",

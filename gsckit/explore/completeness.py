@@ -37,8 +37,8 @@ def messages(scope: Scope, ranges: Sequence[tuple[date, date]]) -> list[str]:
         if days.height < span:
             missing = sorted(set(_calendar(first, last)) - set(days["date"].to_list()))
             found.append(f"{stream}: {len(missing)} of {span} days from {first} to {last} are "
-                         f"not in the database (first missing {missing[0]}); they count as no "
-                         "traffic")
+                         f"not in the database (first missing {missing[0]}); figures cover "
+                         "only the committed days")
         fresh = days.filter(pl.col("data_state") != FINAL).height
         if fresh:
             found.append(f"{stream}: {fresh} of {span} days from {first} to {last} hold fresh "
