@@ -29,6 +29,7 @@ from .errors import (
     Unauthorized,
 )
 from .events import AuditLog, Event
+from .export import ExportReport
 from .planner import Filter, Query, Slice, make_query, plan
 from .runner import Preview, backfill, backfill_async, preview, run_sync
 from .store import Database
@@ -56,6 +57,7 @@ __all__ = [
     "DatabaseLocked",
     "EngineConfig",
     "Event",
+    "ExportReport",
     "Filter",
     "GsckitError",
     "PermissionDenied",

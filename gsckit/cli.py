@@ -106,7 +106,31 @@ def build_parser() -> argparse.ArgumentParser:
                       help="simulated latency per request, +/-50%% (default 800)")
     demo.add_argument("--no-progress", action="store_true", help="no progress bar")
     demo.set_defaults(handler=_demo)
+    _add_export(commands)
     return parser
+
+
+def _add_export(commands: Any) -> None:
+    export = commands.add_parser(
+        "export", help="write the rows as Hive-partitioned Parquet (incremental)",
+        description="Write search_analytics as Hive-partitioned Parquet through DuckDB's COPY. "
+        "A re-export rewrites only partitions whose days changed since the last one.")
+    export.add_argument("db", help="DuckDB file written by gsckit")
+    export.add_argument("--to", required=True, metavar="DIR", help="export folder (created; "
+                        "_gsckit_export.json in it records what was exported)")
+    export.add_argument("--partition-by", default="site,month", help="comma-separated keys "
+                        "from site, search_type, dimensions, year, month (default site,month)")
+    export.add_argument("--full", action="store_true", help="rewrite every partition (also "
+                        "to change the partitioning of an existing folder)")
+    export.add_argument("--json", action="store_true", help="print one JSON summary line")
+    export.set_defaults(handler=_export)
+
+
+def _export(args: argparse.Namespace) -> int:
+    report = Database(args.db).export_parquet(args.to, partition_by=args.partition_by,
+                                              full=args.full)
+    print(json.dumps(report.to_dict()) if args.json else report.summary())
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import polars as pl
@@ -25,6 +25,9 @@ from .config import check_size, check_writable
 from .errors import ConfigError, DatabaseLocked, StoreError
 from .parse import METRICS
 from .planner import Slice
+
+if TYPE_CHECKING:
+    from .export import ExportReport
 
 TABLE = "search_analytics"
 LEDGER = "gsckit_ledger"
@@ -333,3 +336,12 @@ class Database:
         """The ledger: one row per committed day slice."""
         clause, params = ("", []) if site is None else (" WHERE site = ?", [site])
         return self.sql(f"SELECT * FROM {LEDGER}{clause} ORDER BY site, date", params)
+
+    def export_parquet(self, to: str | os.PathLike[str], *,
+                       partition_by: str | Sequence[str] = ("site", "month"),
+                       full: bool = False) -> ExportReport:
+        """Write the rows as Hive-partitioned Parquet under ``to``, rewriting only partitions
+        whose days changed since the last export (see :mod:`gsckit.export`)."""
+        from .export import export_parquet
+
+        return export_parquet(self, to, partition_by=partition_by, full=full)

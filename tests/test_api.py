@@ -17,7 +17,7 @@ from .conftest import SITE, TOKEN, day_range
 def test_all_is_sorted_complete_and_reports_the_gsckit_module():
     public = {n for n in dir(gsckit) if not n.startswith("_")} - {
         "annotations", "auth", "cli", "client", "config", "coordinator", "errors", "events",
-        "parse", "planner", "progress", "ratelimit", "runner", "store", "version",
+        "parse", "planner", "progress", "ratelimit", "runner", "store", "version", "export",
         "PackageNotFoundError", "sim"}
     assert gsckit.__all__ == sorted(gsckit.__all__)
     assert set(gsckit.__all__) - {"__version__"} == public

@@ -136,7 +136,7 @@ def test_overview_weights_position_by_impressions_and_reads_one_stream(db):
     assert frame.height == 1 and row["period"] == D2 and row["days"] == 1
     assert row["clicks"] == 10 + 0 + 5 and row["impressions"] == 100 + 50 + 50
     assert row["ctr"] == pytest.approx(15 / 200)
-    # Σ(position × impressions) / Σimpressions; the plain mean would be (2 + 8 + 4) / 3 = 4.67
+    # Σ(position * impressions) / Σimpressions; the plain mean would be (2 + 8 + 4) / 3 = 4.67
     assert row["position"] == pytest.approx((2 * 100 + 8 * 50 + 4 * 50) / 200)
     # the previous period is the day before, aligned onto D2
     assert row["previous_period"] == D1
@@ -434,7 +434,6 @@ def test_a_database_object_or_a_path(db):
 # --- charts -----------------------------------------------------------------------------------
 
 def analysis_frames(db: Path) -> dict[str, pl.DataFrame]:
-    days, _, _ = anomaly_series()
     return {
         "overview": ex.overview(db, WEIGHTS, start=D2, end=D2),
         "movers": ex.movers(db, MOVERS, current=(D1, D1 + timedelta(days=6))),

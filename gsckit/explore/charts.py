@@ -198,7 +198,7 @@ def _anomalies(alt: Any, frame: pl.DataFrame, top: int) -> Any:
 def _bubble(alt: Any, frame: pl.DataFrame, top: int) -> Any:
     dims = [c for c in frame.columns if c not in (*METRICS, "opportunity", "best_page")
             and frame.schema[c] == pl.String]
-    key, color = (dims + [None, None])[:2]
+    key, color = [*dims, None, None][:2]
     data = (frame.filter(pl.col("ctr") > 0, pl.col("position") > 0)
             .sort("clicks", descending=True).head(4000))
     encoding: dict[str, Any] = {

@@ -85,8 +85,8 @@ def _store_messages(scope: Scope, first: date, last: date, stream: str) -> list[
         found.append(f"{stream}: {capped} of {frame.height} days from {first} to {last} reached "
                      "the API's 50,000-row cap; rows past it are missing")
     if "query" in scope.dimensions.split(",") and "total_clicks" in frame.columns:
-        total = frame["total_clicks"].sum()
-        hidden = (frame["hidden_clicks_share"].fill_null(0) * frame["total_clicks"]).sum()
+        total = float(frame["total_clicks"].sum())
+        hidden = float((frame["hidden_clicks_share"].fill_null(0) * frame["total_clicks"]).sum())
         if total and hidden / total > HIDDEN_SHARE_WARNING:
             found.append(f"{stream}: {hidden / total:.0%} of clicks from {first} to {last} are "
                          "hidden from query rows (anonymized queries); sums by query undercount")

@@ -1,9 +1,9 @@
 """SQL for re-derived metrics, and the argument checks the analyses share.
 
 ctr and position are never averaged. ``ctr = Σclicks / Σimpressions`` and ``position =
-Σ(position × impressions) / Σimpressions``, the latter over rows that have a position (Discover
+Σ(position * impressions) / Σimpressions``, the latter over rows that have a position (Discover
 and Google News have none, so their position is NULL). Intermediate steps carry four additive
-sums, ``clicks``, ``impressions``, ``pw`` (position × impressions) and ``pi`` (impressions with a
+sums, ``clicks``, ``impressions``, ``pw`` (position * impressions) and ``pi`` (impressions with a
 position), so a day can be re-aggregated into weeks or months without loss.
 """
 

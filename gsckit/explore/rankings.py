@@ -95,7 +95,7 @@ def striking_distance(db: DatabaseLike, site: str, positions: tuple[float, float
     impressions in the range (default: the last 28 complete days). Its best page is the one
     with most clicks (then impressions, then name). ``opportunity`` is the clicks it would gain
     at the site's own CTR for positions 1-3 (Σclicks / Σimpressions of the queries ranking
-    there): ``max(impressions × top_ctr - clicks, 0)``; NULL when no query ranks there.
+    there): ``max(impressions * top_ctr - clicks, 0)``; NULL when no query ranks there.
 
     Columns: ``query``, ``best_page``, ``clicks``, ``impressions``, ``ctr``, ``position``,
     ``opportunity``; sorted by opportunity, then impressions, descending.
@@ -191,7 +191,7 @@ def ctr_curve(db: DatabaseLike, site: str, max_position: int = 20, min_impressio
     Reads the smallest stored dimension set with ``query``. Each query's position over the range
     (default: the last 28 complete days) is rounded half up to a ``bucket`` (at least 1); the
     site's CTR at a bucket, ``site_ctr``, is Σclicks / Σimpressions of every query in it.
-    ``missed_clicks = impressions × (site_ctr - ctr)`` is what the query loses against the
+    ``missed_clicks = impressions * (site_ctr - ctr)`` is what the query loses against the
     site's own curve (negative: it does better). Queries without a position are skipped.
 
     Columns: ``query``, ``clicks``, ``impressions``, ``ctr``, ``position``, ``bucket``,

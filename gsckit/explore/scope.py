@@ -159,7 +159,7 @@ def resolve(db: DatabaseLike, site: str, needs: Iterable[str], *, start: DateLik
             .sort("date"))
     if last is None:
         final = days.filter(pl.col("data_state") == FINAL)["date"]
-        last = (final if final.len() else days["date"]).max()
+        last = (final if final.len() else days["date"]).to_list()[-1]
         if first is not None and first > last:
             raise ConfigError(f"start {first} is after the newest complete day {last} of "
                               f"{site!r} ({key})")
@@ -167,6 +167,7 @@ def resolve(db: DatabaseLike, site: str, needs: Iterable[str], *, start: DateLik
         first = last - timedelta(days=default_days - 1)
     scope = Scope(reader, site, search_type, key, first, last, days)
     if not scope.committed(first, last):
+        span = days["date"].to_list()
         raise ConfigError(f"no committed {search_type!r} days of {site!r} ({key}) from {first} "
-                          f"to {last}; it has {days['date'].min()} to {days['date'].max()}")
+                          f"to {last}; it has {span[0]} to {span[-1]}")
     return scope

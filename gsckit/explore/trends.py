@@ -133,7 +133,7 @@ def anomalies(db: DatabaseLike, site: str, metric: str = "clicks", *, weeks: int
     default: up to 8 values, so weekly seasonality is built in and one odd day cannot move the
     baseline much): ``expected`` is their median, ``scale`` their median absolute deviation
     times 1.4826 (a standard deviation for normal data; floored at 1% of the median so a flat
-    history does not flag rounding noise), and the band is ``expected ± k × scale``. A day is an
+    history does not flag rounding noise), and the band is ``expected ± k * scale``. A day is an
     anomaly when it lies outside the band and at least ``min_history`` same-weekday days were
     committed before it. Days before ``start`` are read for the history only.
 
