@@ -29,7 +29,6 @@ from .scope import DatabaseLike, DateLike, check_choice, check_range, column, re
 
 KEYS = ("query", "page", "country", "device")
 TOP_POSITION = 3  # striking distance's target: the site's own CTR at positions 1-3
-_URL = "^(?:[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*)?"  # scheme and host, stripped to get the path
 
 
 def movers(db: DatabaseLike, site: str, by: str = "query",
@@ -157,12 +156,13 @@ def cannibalization(db: DatabaseLike, site: str, min_share: float = 0.1,
                     dimensions=dimensions)
     where, params = scope.where(scope.start, scope.end)
     skip = "" if regex is None else "AND NOT regexp_matches(query, ?, 'i')"
-    # only queries with two pages or more can qualify, and min(page) <> max(page) finds them
-    # with one cheap key: the (query, page) grouping then covers those queries only
+    # only queries with two pages or more can qualify; comparing the smallest and largest hash
+    # of their pages finds them with one key and no page strings held per query, so the
+    # (query, page) grouping covers those queries only
     frame = scope.sql(f"""
         WITH multi AS (
             SELECT query FROM {TABLE} WHERE {where} {skip} GROUP BY query
-            HAVING min(page) <> max(page) AND sum(clicks) > 0),
+            HAVING min(hash(page)) <> max(hash(page)) AND sum(clicks) > 0),
         pairs AS (
             SELECT query, page, {SUMS} FROM {TABLE}
             WHERE {where} AND query IN (SELECT query FROM multi) GROUP BY ALL),
@@ -243,14 +243,15 @@ def page_groups(db: DatabaseLike, site: str, depth: int = 1, limit: int | None =
     scope = resolve(db, site, ("page",), start=start, end=end, search_type=search_type,
                     dimensions=dimensions)
     where, params = scope.where(scope.start, scope.end)
-    origin = "regexp_extract(page, '^([A-Za-z][A-Za-z0-9+.-]*://[^/?#]*)', 1)"
-    path = f"regexp_extract(page, '{_URL}([^?#]*)', 1)"
-    folder = (f"{origin} || coalesce(nullif(regexp_extract({path}, "
-              f"'^(/(?:[^/]*/){{0,{depth}}})', 1), ''), '/')")
+    # one RE2 pass per distinct page: scheme and host, the first "/", then up to ``depth``
+    # segments that end in "/" (a "?" or "#" ends the path)
+    folder = (f"regexp_extract(page, '^(?:[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*)?/?"
+              f"(?:[^/?#]*/){{0,{depth}}}')")
     frame = scope.sql(f"""
         WITH pages AS (SELECT page, {SUMS} FROM {TABLE} WHERE {where} GROUP BY page),
-        folders AS (SELECT {folder} AS folder, count(*)::BIGINT AS pages, {RESUMS}
-                    FROM pages GROUP BY 1)
+        folders AS (SELECT CASE WHEN suffix(f, '/') THEN f ELSE f || '/' END AS folder,
+                           count(*)::BIGINT AS pages, {RESUMS}
+                    FROM (SELECT {folder} AS f, * FROM pages) GROUP BY 1)
         SELECT folder, pages, clicks, impressions, {ratios()},
                clicks / nullif(sum(clicks) OVER (), 0) AS clicks_share
         FROM folders ORDER BY clicks DESC, folder LIMIT ?""", [*params, limit])
