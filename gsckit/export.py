@@ -151,12 +151,10 @@ def _write(db: Database, folder: Path, keys: tuple[str, ...], changed: list[str]
     first = min(current[k]["first"] for k in changed)
     last = max(current[k]["last"] for k in changed)
     try:
-        result = db.sql(
-            f"COPY (SELECT *{derived} FROM {TABLE} WHERE date BETWEEN ?::DATE AND ?::DATE "
-            f"AND concat_ws('{_SEP}', {joined}) IN (SELECT unnest(?::VARCHAR[]))) "
-            f"TO '{_quote(staging)}' (FORMAT parquet, PARTITION_BY ({', '.join(keys)}))",
-            [first, last, changed])
-        rows = int(result.item()) if result.shape == (1, 1) else 0
+        rows = _copy(db, f"COPY (SELECT *{derived} FROM {TABLE} WHERE date BETWEEN ?::DATE AND "
+                     f"?::DATE AND concat_ws('{_SEP}', {joined}) IN (SELECT unnest(?::VARCHAR[]))"
+                     f") TO '{_quote(staging)}' (FORMAT parquet, PARTITION_BY ({', '.join(keys)}))",
+                     [first, last, changed])
         written: dict[str, str] = {}
         for leaf in _leaves(staging, len(keys)):
             relative = leaf.relative_to(staging)
@@ -181,6 +179,19 @@ def _remove(folder: Path, relative: str) -> None:
         if parent == folder or not parent.is_dir() or any(parent.iterdir()):
             break
         parent.rmdir()
+
+
+def _copy(db: Database, query: str, params: list[Any]) -> int:
+    """Run ``COPY … TO`` on the reader's read-only view of the file; returns rows written.
+
+    The reader that waits for a backfill's commits (``Database._read``) runs it when present:
+    its ``sql`` takes SELECTs only. A reader without it takes the COPY through ``sql``.
+    """
+    read = getattr(db, "_read", None)
+    if read is not None:
+        return int(read(lambda con: con.execute(query, params).fetchone()[0]))
+    result = db.sql(query, params)
+    return int(result.item()) if result.shape == (1, 1) else 0
 
 
 def _leaves(root: Path, depth: int) -> list[Path]:

@@ -324,6 +324,37 @@ def test_breakdown_sums_per_key(db):
         ex.breakdown(db, SHOP, by="page", color="device", start=D1, end=D2)
 
 
+# --- positions that do not exist (Discover, Google News) -----------------------------------------
+
+@pytest.fixture(scope="module")
+def discover(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("discover") / "gsc.duckdb"
+    with Store(path) as store:
+        for day, clicks in ((D1, 10), (D2, 30)):
+            try:
+                put(store, SHOP, day, [(f"{U}/a/1", clicks, 100, None), (f"{U}/b/2", 5, 50, None)],
+                    dims=("date", "page"), search_type="discover")
+            except gsckit.StoreError as exc:
+                pytest.skip(f"this store keeps position NOT NULL: {exc}")
+    return path
+
+
+def test_null_positions_stay_null_and_the_rest_adds_up(discover):
+    row = ex.overview(discover, SHOP, start=D2, end=D2, search_type="discover").row(0, named=True)
+    assert (row["clicks"], row["impressions"], row["ctr"]) == (35, 150, 35 / 150)
+    assert row["position"] is None and row["position_change"] is None
+    assert row["clicks_change"] == 35 - 15
+    groups = ex.page_groups(discover, SHOP, start=D1, end=D2, search_type="discover")
+    assert groups.select("folder", "clicks", "position").rows() == [
+        (f"{U}/a/", 40, None), (f"{U}/b/", 10, None)]
+    moved = ex.movers(discover, SHOP, by="page", current=(D2, D2), metric="position",
+                      search_type="discover")
+    assert moved["delta"].to_list() == [None, None]
+    chart = ex.chart(ex.breakdown(discover, SHOP, by="page", start=D1, end=D2,
+                                  search_type="discover"))
+    assert ex.render(chart, "svg").lstrip().startswith(b"<svg")
+
+
 # --- anomalies ------------------------------------------------------------------------------
 
 def test_anomalies_find_the_planted_days_and_only_them(db):

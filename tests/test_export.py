@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -40,9 +41,9 @@ def commit(path: Path, site: str, day: date, frame: pl.DataFrame, search_type: s
                            requests=1, run_id="t")
 
 
-@pytest.fixture
-def db(tmp_path: Path) -> Path:
-    path = tmp_path / "gsc.duckdb"
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("export") / "gsc.duckdb"
     with Store(path) as store:
         for site in SITES:
             for day in DAYS:
@@ -53,6 +54,14 @@ def db(tmp_path: Path) -> Path:
                 totals = rows(day).select("clicks", "impressions", "ctr", "position").head(1)
                 store.commit_slice(Slice(site, "web", ("date",), (), "final", day), totals,
                                    pages=1, requests=1, run_id="t")
+    return path
+
+
+@pytest.fixture
+def db(built: Path, tmp_path: Path) -> Path:
+    """A private copy of the module's database: some tests commit to it."""
+    path = tmp_path / "gsc.duckdb"
+    shutil.copyfile(built, path)
     return path
 
 
