@@ -30,7 +30,7 @@ from .errors import (
 )
 from .events import AuditLog, Event
 from .export import ExportReport
-from .planner import Filter, Query, Slice, make_query, plan
+from .planner import Filter, HorizonWarning, Query, Slice, make_query, plan
 from .runner import Preview, backfill, backfill_async, preview, run_sync
 from .store import Database
 
@@ -60,6 +60,7 @@ __all__ = [
     "ExportReport",
     "Filter",
     "GsckitError",
+    "HorizonWarning",
     "PermissionDenied",
     "Preview",
     "Query",

@@ -8,9 +8,9 @@ Every analysis takes a :class:`gsckit.Database` (or a path), a site, and a date 
 defaults to the last 28 complete days: the 28 days ending at the newest day that the ledger holds
 with Google's final data for the stream read (the newest committed day when none is final). It
 reads one stored stream (one search type and one dimension set, never a sum across two), runs one
-SQL query through the read-only reader and returns a polars DataFrame. Figures resting on missing, fresh or capped days raise a
-:class:`CompletenessWarning`. Charts need the ``notebook`` extra (Vega-Altair and
-vl-convert-python); the analyses do not.
+SQL query through the read-only reader and returns a polars DataFrame. Figures resting on
+missing, fresh or capped days raise a :class:`CompletenessWarning`. Charts need the ``notebook``
+extra (Vega-Altair and vl-convert-python); the analyses do not.
 """
 
 from __future__ import annotations
