@@ -58,7 +58,7 @@ def movers(db: DatabaseLike, site: str, by: str = "query",
     prev = _previous(cur, previous)
     where, params = scope.where(min(prev[0], cur[0]), max(prev[1], cur[1]))
     key = column(by)
-    in_cur, in_prev = "date BETWEEN ? AND ?", "date BETWEEN ? AND ?"
+    span = "date BETWEEN ? AND ?"  # bound to one period, then to the other
     value = {
         "clicks": "coalesce(sum(clicks) FILTER (WHERE {p}), 0)::BIGINT",
         "impressions": "coalesce(sum(impressions) FILTER (WHERE {p}), 0)::BIGINT",
@@ -70,9 +70,9 @@ def movers(db: DatabaseLike, site: str, by: str = "query",
     repeats = value.count("{p}")
     frame = scope.sql(f"""
         WITH keyed AS (
-            SELECT {key} AS key, {value.format(p=in_cur)} AS now,
-                   {value.format(p=in_prev)} AS before
-            FROM {TABLE} WHERE {where} AND ({in_cur} OR {in_prev}) GROUP BY {key})
+            SELECT {key} AS key, {value.format(p=span)} AS now,
+                   {value.format(p=span)} AS before
+            FROM {TABLE} WHERE {where} AND ({span} OR {span}) GROUP BY {key})
         SELECT key AS {by}, now AS {metric}_current, before AS {metric}_previous,
                now - before AS delta, 100.0 * (now - before) / nullif(before, 0) AS delta_pct
         FROM keyed ORDER BY abs(delta) DESC NULLS LAST, {by} LIMIT ?""",
