@@ -9,13 +9,15 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from . import explore
-from .auth import CallableToken, Credentials, StaticToken
+from .auth import CallableToken, Credentials, GoogleCredentials, StaticToken, login
 from .config import EngineConfig, RetryPolicy, Timeouts
 from .coordinator import Report
+from .doctor import Diagnosis, doctor, doctor_async
 from .errors import (
     ApiError,
     BadRequest,
     ConfigError,
+    CredentialRefused,
     CredentialsError,
     DatabaseLocked,
     GsckitError,
@@ -24,6 +26,8 @@ from .errors import (
     RunHalted,
     ServerError,
     SiteNotFound,
+    SiteNotReadable,
+    SiteUnserved,
     StoreError,
     TransportError,
     Unauthorized,
@@ -32,6 +36,7 @@ from .events import AuditLog, Event
 from .export import ExportReport
 from .planner import Filter, HorizonWarning, Query, Slice, make_query, plan
 from .runner import Preview, backfill, backfill_async, preview, run_sync
+from .sites import sites, sites_async
 from .store import Database
 
 try:
@@ -51,14 +56,17 @@ __all__ = [
     "BadRequest",
     "CallableToken",
     "ConfigError",
+    "CredentialRefused",
     "Credentials",
     "CredentialsError",
     "Database",
     "DatabaseLocked",
+    "Diagnosis",
     "EngineConfig",
     "Event",
     "ExportReport",
     "Filter",
+    "GoogleCredentials",
     "GsckitError",
     "HorizonWarning",
     "PermissionDenied",
@@ -70,6 +78,8 @@ __all__ = [
     "RunHalted",
     "ServerError",
     "SiteNotFound",
+    "SiteNotReadable",
+    "SiteUnserved",
     "Slice",
     "StaticToken",
     "StoreError",
@@ -79,12 +89,17 @@ __all__ = [
     "__version__",
     "backfill",
     "backfill_async",
+    "doctor",
+    "doctor_async",
     "explore",
+    "login",
     "make_query",
     "open",
     "plan",
     "preview",
     "run_sync",
+    "sites",
+    "sites_async",
 ]
 
 for _name in __all__:

@@ -28,6 +28,7 @@ from typing import Any, NoReturn, TextIO
 
 from . import signals
 from .auth import TOKEN_ENV
+from .cli_connect import add_connect_commands, credential_kwargs
 from .config import EngineConfig
 from .coordinator import Report
 from .errors import ConfigError, GsckitError, RunHalted
@@ -147,14 +148,21 @@ def add_engine_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_auth_options(parser: argparse.ArgumentParser) -> None:
-    """--token or --credentials; without either, the environment is used."""
-    group = parser.add_argument_group("credentials (default: $GSC_ACCESS_TOKEN, then "
-                                      "$GOOGLE_APPLICATION_CREDENTIALS)")
+    """--token or --credentials (repeatable: a pool), --impersonate; without them, the
+    environment (see 'Connect to Google' in the README); read back with ``credential_kwargs``."""
+    group = parser.add_argument_group("credentials (default: $GSC_ACCESS_TOKEN, "
+                                      "$GOOGLE_APPLICATION_CREDENTIALS, the 'gsckit login' "
+                                      "file, gcloud's ADC, in that order)")
     choice = group.add_mutually_exclusive_group()
     choice.add_argument("--token", help=f"an OAuth access token (default: ${TOKEN_ENV}, which "
                         "other local users cannot see on the command line)")
-    choice.add_argument("--credentials", metavar="FILE", help="a service-account or "
-                        "authorized-user JSON file (default: $GOOGLE_APPLICATION_CREDENTIALS)")
+    choice.add_argument("--credentials", metavar="FILE", action="append",
+                        help="a service-account or authorized-user JSON file; repeat it to pool "
+                        "several credentials, whose per-user quotas add up (default: the "
+                        "environment, in the order above)")
+    group.add_argument("--impersonate", metavar="EMAIL",
+                       help="act as this service account with the credentials found (default: "
+                       "no impersonation)")
 
 
 def add_run_output_options(parser: argparse.ArgumentParser) -> None:
@@ -186,6 +194,8 @@ def _add_backfill(commands: Any) -> None:
     add_auth_options(run)
     add_run_output_options(run)
     run.add_argument("--force", action="store_true", help="re-fetch days already committed")
+    run.add_argument("--no-preflight", action="store_true", help="skip the sites.list check "
+                     "that every site is readable before the first data request")
     run.add_argument("--dry-run", action="store_true", help="validate and print what would be "
                      "fetched (days, requests, time at the rate limit); send and write nothing")
     run.set_defaults(handler=_backfill)
@@ -202,7 +212,7 @@ def _backfill(args: argparse.Namespace) -> int:
     report = signals.run(backfill_async(
         args.site, args.start, args.end, dimensions=args.dimensions,
         search_type=args.search_type, data_state=args.data_state, filters=args.filter,
-        db=args.db, token=args.token, credentials=args.credentials, config=config,
+        db=args.db, config=config, preflight=not args.no_preflight, **credential_kwargs(args),
         audit_log=args.audit_log, progress=not args.no_progress and "auto", force=args.force))
     print(json.dumps(_summary(report)) if args.json else report.summary())
     return EXIT_OK if report.ok else EXIT_INCOMPLETE
@@ -431,7 +441,7 @@ def _print_commands(header: str, lines: list[str]) -> None:
 # --- entry point ------------------------------------------------------------------------------
 
 COMMANDS: tuple[Callable[[Any], None], ...] = (_add_backfill, _add_status, _add_sim, _add_demo,
-                                               _add_export)
+                                               add_connect_commands, _add_export)
 
 
 def build_parser() -> argparse.ArgumentParser:
