@@ -489,6 +489,13 @@ def test_every_analysis_has_a_chart_that_renders_to_png_and_svg(db):
         assert svg.lstrip().startswith(b"<svg") and b"</svg>" in svg, kind
 
 
+def test_an_empty_result_still_charts(db):
+    # an analysis can rightly find nothing (no cannibalization, no anomaly); its chart is empty
+    for kind, frame in analysis_frames(db).items():
+        svg = ex.render(ex.chart(frame.head(0), kind=kind), "svg")
+        assert svg.lstrip().startswith(b"<svg"), kind
+
+
 def test_charts_are_what_an_analyst_draws(db):
     frames = analysis_frames(db)
     bubble = ex.chart(frames["bubble"]).to_dict()
