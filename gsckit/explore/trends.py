@@ -127,21 +127,29 @@ def anomalies(db: DatabaseLike, site: str, metric: str = "clicks", *, weeks: int
               k: float = 3.0, min_history: int = 4, start: DateLike | None = None,
               end: DateLike | None = None, search_type: str = "web",
               dimensions: str | Sequence[str] | None = None) -> pl.DataFrame:
-    """Days whose ``metric`` falls outside a robust band built from the same weekday.
+    """Days whose ``metric`` falls outside a robust band that knows the weekly rhythm.
 
-    For each day, the band comes from the same weekday in the ``weeks`` weeks before it (8 by
-    default: up to 8 values, so weekly seasonality is built in and one odd day cannot move the
-    baseline much): ``expected`` is their median, ``scale`` their median absolute deviation
-    times 1.4826 (a standard deviation for normal data; floored at 1% of the median so a flat
-    history does not flag rounding noise), and the band is ``expected ± k * scale``. A day is an
-    anomaly when it lies outside the band and at least ``min_history`` same-weekday days were
-    committed before it. Days before ``start`` are read for the history only.
+    Two medians, both over the ``weeks`` weeks before the day (8 by default), so one odd day
+    cannot move either much:
+
+    - the day's *baseline* is the median of the same weekday (up to ``weeks`` values: Mondays
+      against Mondays, so weekly seasonality is built in);
+    - every earlier day has a *ratio*, its value over its own baseline; the *level* is the median
+      of the ratios of all days in the window (it follows a trend), and the *spread* their median
+      absolute deviation times 1.4826 (a standard deviation for normal data; floored at 0.01 so a
+      flat history does not flag rounding noise). Ratios from all weekdays make the spread
+      stable where a weekday's own 8 values would not.
+
+    ``expected = baseline * level``, ``scale = baseline * spread``, and the band is ``expected ±
+    k * scale``. A day is an anomaly when it lies outside the band and at least ``min_history``
+    same-weekday days were committed before it. Days before ``start`` are read for the history
+    only (2 * ``weeks`` weeks: the ratios need baselines of their own).
 
     Reads the smallest stored dimension set (the date-only totals when they exist). Columns:
     ``date``, ``<metric>``, ``expected``, ``lower``, ``upper``, ``score`` (the distance from
-    ``expected`` in units of ``scale``), ``history`` (values in the window) and ``anomaly``;
-    one row per committed day of the range, sorted by date. ``frame.filter("anomaly")`` keeps
-    the anomalous days.
+    ``expected`` in units of ``scale``), ``history`` (same-weekday values behind the baseline)
+    and ``anomaly``; one row per committed day of the range, sorted by date.
+    ``frame.filter("anomaly")`` keeps the anomalous days.
     """
     metric = check_metric(metric)
     weeks = check_int(weeks, "weeks", 2, 52)
@@ -149,33 +157,35 @@ def anomalies(db: DatabaseLike, site: str, metric: str = "clicks", *, weeks: int
     min_history = check_int(min_history, "min_history", 1, weeks)
     scope = resolve(db, site, (), start=start, end=end, search_type=search_type,
                     dimensions=dimensions)
-    first = scope.start - timedelta(weeks=weeks)
+    first = scope.start - timedelta(weeks=2 * weeks)
     where, params = scope.where(first, scope.end)
     value = {"clicks": "coalesce(clicks, 0)::DOUBLE",
              "impressions": "coalesce(impressions, 0)::DOUBLE",
              "ctr": "clicks / nullif(impressions, 0)", "position": "pw / nullif(pi, 0)"}[metric]
+    window = (f"RANGE BETWEEN INTERVAL {7 * weeks} DAY PRECEDING AND INTERVAL 1 DAY PRECEDING")
     frame = scope.sql(f"""
         WITH daily AS (SELECT date, {SUMS} FROM {TABLE} WHERE {where} GROUP BY date),
         series AS (
             SELECT d.date, {value} AS value
             FROM (SELECT unnest(?::DATE[]) AS date) d LEFT JOIN daily USING (date)),
-        band AS (
-            SELECT date, value, median(value) OVER w AS expected, mad(value) OVER w AS mad,
-                   count(value) OVER w AS history
-            FROM series
-            WINDOW w AS (PARTITION BY isodow(date) ORDER BY date
-                         RANGE BETWEEN INTERVAL {7 * weeks} DAY PRECEDING
-                         AND INTERVAL 1 DAY PRECEDING)),
-        scaled AS (
-            SELECT *, greatest(1.4826 * mad, 0.01 * abs(expected)) AS scale FROM band
-            WHERE date >= ?)
+        baselines AS (
+            SELECT date, value, median(value) OVER same AS baseline,
+                   count(value) OVER same AS history
+            FROM series WINDOW same AS (PARTITION BY isodow(date) ORDER BY date {window})),
+        ratios AS (SELECT *, value / nullif(baseline, 0) AS ratio FROM baselines),
+        levels AS (
+            SELECT *, median(ratio) OVER before AS level,
+                   greatest(1.4826 * mad(ratio) OVER before, 0.01) AS spread
+            FROM ratios WINDOW before AS (ORDER BY date {window})),
+        banded AS (
+            SELECT date, value, baseline * level AS expected, baseline * spread AS scale,
+                   history FROM levels WHERE date >= ?)
         SELECT date, value AS {metric}, expected, expected - {k} * scale AS lower,
                expected + {k} * scale AS upper, (value - expected) / nullif(scale, 0) AS score,
                history::BIGINT AS history,
                coalesce(history >= {min_history} AND abs(value - expected) > {k} * scale, false)
                    AS anomaly
-        FROM scaled ORDER BY date""",
+        FROM banded ORDER BY date""",
         [*params, scope.committed(first, scope.end), scope.start])
     completeness.warn(scope, [(scope.start, scope.end)])
     return frame
-
