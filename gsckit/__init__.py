@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import os as _os
 from importlib.metadata import PackageNotFoundError, version
 
 from .auth import CallableToken, Credentials, StaticToken
@@ -30,6 +31,7 @@ from .errors import (
 from .events import AuditLog, Event
 from .planner import Filter, Query, Slice, make_query, plan
 from .runner import Preview, backfill, backfill_async, preview, run_sync
+from .store import DEFAULT_WAIT_S as _DEFAULT_WAIT_S
 from .store import Database
 
 try:
@@ -38,9 +40,13 @@ except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0"
 
 
-def open(path: str = "gsc.duckdb") -> Database:
-    """Open a gsckit DuckDB file for reading: ``gsckit.open("gsc.duckdb").frame()``."""
-    return Database(path)
+def open(path: str | _os.PathLike[str] = "gsc.duckdb", *, wait: float = _DEFAULT_WAIT_S
+         ) -> Database:
+    """Open a gsckit DuckDB file for reading: ``gsckit.open("gsc.duckdb").frame()``.
+
+    ``wait``: seconds a read may wait while another process is backfilling into the file.
+    """
+    return Database(path, wait=wait)
 
 
 __all__ = [

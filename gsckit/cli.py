@@ -1,6 +1,7 @@
 """The ``gsckit`` command line: a thin layer over the library.
 
 Exit codes: 0 success; 1 a halted or incomplete run; 2 bad input (nothing sent, nothing written);
+75 the database is busy (another backfill writes it, or it stayed held past --wait: retry later);
 130 interrupted. Errors are one line on stderr, and never contain a token.
 """
 
@@ -75,12 +76,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true", help="re-fetch days already committed")
     run.add_argument("--dry-run", action="store_true", help="validate and print what would be "
                      "fetched (days, requests, time at the rate limit); send and write nothing")
+    run.add_argument("--wait", type=float, default=5.0, metavar="SECONDS",
+                     help="how long to wait for a database another process holds before "
+                     "exiting 75 (default 5)")
     run.set_defaults(handler=_backfill)
 
     status = commands.add_parser("status", help="which days are complete in a database",
                                  description="Summarise the ledger: complete days per stream.")
     status.add_argument("--db", default="gsc.duckdb", help="DuckDB file (default gsc.duckdb)")
     status.add_argument("--json", action="store_true", help="one JSON object per stream")
+    status.add_argument("--wait", type=float, default=5.0, metavar="SECONDS",
+                        help="how long to wait while a backfill holds the database before "
+                        "exiting 75 (default 5)")
     status.set_defaults(handler=_status)
 
     sim = commands.add_parser("sim", help="run the Search Console simulator on 127.0.0.1",
@@ -137,7 +144,8 @@ def _summary(report: Report) -> dict[str, Any]:
 
 def _backfill(args: argparse.Namespace) -> int:
     config = EngineConfig(max_concurrency=args.concurrency, qpm=args.qpm,
-                          qpm_window_s=args.qpm_window_s, base_url=args.base_url)
+                          qpm_window_s=args.qpm_window_s, base_url=args.base_url,
+                          db_wait_s=args.wait)
     if args.dry_run:
         plan = preview(args.site, args.start, args.end, dimensions=args.dimensions,
                        search_type=args.search_type, data_state=args.data_state,
@@ -157,7 +165,9 @@ def _backfill(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    frame = Database(args.db).status()
+    if not 0 <= args.wait <= 86_400:
+        raise ConfigError(f"--wait must be 0..86400 seconds, got {args.wait:g}")
+    frame = Database(args.db, wait=args.wait).status()
     if args.json:
         for row in frame.iter_rows(named=True):
             print(json.dumps(row, default=str))
