@@ -21,10 +21,20 @@ import pytest
 from polars.testing import assert_frame_equal
 from yarl import URL
 
-from gsckit import sim as simmod
 from gsckit.errors import ConfigError
 from gsckit.planner import Filter
-from gsckit.sim import COUNTRIES, DEVICES, SEARCH_APPEARANCES, Faults, SimConfig, Simulator, serve
+from gsckit.sim import (
+    COUNTRIES,
+    DEVICES,
+    SEARCH_APPEARANCES,
+    Faults,
+    SimConfig,
+    Simulator,
+    api,
+    data,
+    keys,
+    serve,
+)
 
 DAY = date(2026, 3, 14)
 SITE = "sc-domain:example.com"
@@ -168,8 +178,8 @@ async def test_pages_live_under_the_property(make_sim: MakeSim,
 
 
 def test_key_vocabulary_is_unique() -> None:
-    queries = simmod._queries(pl.arange(0, simmod._CARDINALITY["query"], eager=True))
-    pages = simmod._pages(pl.arange(0, simmod._CARDINALITY["page"], eager=True), PREFIX_SITE)
+    queries = keys._queries(pl.arange(0, keys._CARDINALITY["query"], eager=True))
+    pages = keys._pages(pl.arange(0, keys._CARDINALITY["page"], eager=True), PREFIX_SITE)
     assert queries.n_unique() == queries.len() >= 10**6
     assert pages.n_unique() == pages.len() >= 10**5
 
@@ -586,13 +596,13 @@ async def test_lifecycle_errors() -> None:
 
 
 def test_a_25k_page_is_generated_and_encoded_well_under_50ms() -> None:
-    query = simmod._parse_query(body())
+    query = api._parse_query(body())
     timings = []
     for k in range(8):
-        spec = simmod._SliceSpec(1, SITE, "web", DIMS, (), DAY + timedelta(k), 0, 25_000,
+        spec = data._SliceSpec(1, SITE, "web", DIMS, (), DAY + timedelta(k), 0, 25_000,
                                  50_000)
         started = time.perf_counter()
-        text = simmod._response_body(simmod._build_slice(spec).slice(0, 25_000), query)
+        text = api._response_body(data._build_slice(spec).slice(0, 25_000), query)
         timings.append(time.perf_counter() - started)
         assert text.count('"keys"') == 25_000
     assert statistics.median(timings[2:]) < 0.050, timings
