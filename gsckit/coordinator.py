@@ -34,7 +34,7 @@ _CONTINUE, _NEW = 0, 1
 # file, so the writer groups ready days up to it (and never waits for more to arrive)
 _GROUP_ROWS = 122_880
 # how often an idle writer asks the store whether a reader is waiting for the file
-_IDLE_CHECK_S = 0.2
+_IDLE_CHECK_S = 0.05
 
 
 @dataclass(frozen=True)
