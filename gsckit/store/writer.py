@@ -43,6 +43,10 @@ from .schema import LEDGER, ROW_COLUMNS, ROWS
 # behind, leaving 40-45% of the file as free blocks (measured: 72 vs 37 bytes a row). Keeping
 # every transaction below it sends rows through the WAL instead, which costs the same CPU.
 ROW_GROUP = 122_880
+# the default 16 MB WAL checkpoints every few days of rows (1.29-1.54 us/row to commit,
+# measured); 64 MB costs 1.07 like 256 MB, and keeps the checkpoint that DuckDB runs when the
+# writer lends the file or closes short
+WAL_CHECKPOINT = "64MB"
 # seconds without a commit after which the writer lends the file even if nobody asked (other
 # DuckDB clients do not know the lock protocol)
 IDLE_RELEASE_S = 10.0
@@ -179,10 +183,7 @@ class Store:
                           waited=self.wait)
             try:
                 con.execute(f"SET memory_limit = '{self._memory_limit}'")
-                # the default 16 MB WAL checkpoints every few days of rows (1.29-1.54 us/row to
-                # commit, measured); 64 MB costs 1.07 like 256 MB, and keeps the checkpoint that
-                # DuckDB runs when the writer lends the file or closes short
-                con.execute("SET wal_autocheckpoint = '64MB'")
+                con.execute(f"SET wal_autocheckpoint = '{WAL_CHECKPOINT}'")
             except duckdb.Error as exc:
                 con.close()
                 raise StoreError(f"database {str(self.path)!r} is not usable: "
