@@ -360,3 +360,19 @@ def test_polars_frames_get_plain_numbers(tmp_path):
     assert got.row(0) == (9, 9 * 10 + 15, 2.5, 9 / 105, 1.25, 3, 9)
     beyond = gsckit.open(db).sql("SELECT (2::HUGEINT ** 70)::HUGEINT AS big")
     assert beyond.schema["big"] == pl.Float64 and beyond["big"][0] == 2.0 ** 70
+
+
+def test_the_pandas_extra_converts_frames(tmp_path):
+    """``pip install gsckit[pandas]`` brings what ``to_pandas()`` needs (runs where installed)."""
+    import tomllib
+
+    extra = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())[
+        "project"]["optional-dependencies"]["pandas"]
+    assert {req.split(">")[0] for req in extra} == {"pandas", "pyarrow"}
+    pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    db = tmp_path / "gsc.duckdb"
+    with Store(db) as store:
+        commit(store, piece(days_ago(10)), page(["a", "b"]))
+    frame = gsckit.open(db).frame().to_pandas()
+    assert list(frame["query"]) == ["a", "b"] and frame["clicks"].dtype == "int64"
