@@ -176,7 +176,7 @@ def test_uncastable_frame_fails_the_commit_and_writes_nothing(db):
         commit(store, piece(day), page(["a", "b"]), run_id="first")
         bad = page(["x", "y", "z"]).with_columns(
             pl.Series("clicks", ["7", "8", "lots"], dtype=pl.String))
-        with pytest.raises(StoreError, match="while committing"):
+        with pytest.raises(StoreError, match="cannot store the rows"):
             commit(store, piece(day), bad, run_id="second")
         with pytest.raises(StoreError):
             commit(store, piece(days_ago(9)), bad, run_id="second")

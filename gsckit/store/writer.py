@@ -271,7 +271,7 @@ class Store:
         ``committed`` lists the days of ``staged`` that were saved before it.
         """
         fetched_at = datetime.now(UTC)
-        prepared = [(item, *_dedupe(item.frame)) for item in staged]
+        prepared = [self._prepare(item) for item in staged]
         results: list[Commit] = []
         for chunk in _chunks(prepared):
             try:
@@ -284,6 +284,15 @@ class Store:
         if self._locks.wanted():
             self._release()
         return results
+
+    def _prepare(self, item: Staged) -> tuple[Staged, pl.DataFrame, int]:
+        """De-duplicate a day and shape its rows for ``gsckit_rows``, before any transaction."""
+        try:
+            frame, duplicates = _dedupe(item.frame)
+            return item, _row_frame(frame), duplicates
+        except pl.exceptions.PolarsError as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise StoreError(f"cannot store the rows of {item.piece.key}: {first}") from None
 
     def _commit_chunk(self, chunk: list[tuple[Staged, pl.DataFrame, int]],
                       fetched_at: datetime, run_id: str) -> None:
@@ -301,8 +310,8 @@ class Store:
                     slice_id = int(found[0][0])
                     con.execute(f"DELETE FROM {ROWS} WHERE slice_id = ?", [slice_id])
                 if frame.height:
-                    con.from_arrow(_row_frame(frame, slice_id).__arrow_c_stream__()
-                                   ).insert_into(ROWS)
+                    rows = frame.with_columns(pl.lit(slice_id, dtype=pl.Int32()).alias("slice_id"))
+                    con.from_arrow(rows.__arrow_c_stream__()).insert_into(ROWS)
                 con.execute(
                     f"INSERT OR REPLACE INTO {LEDGER} VALUES ({', '.join('?' * 14)})",
                     [piece.key, piece.site, piece.search_type, piece.dimensions_key,
@@ -349,12 +358,16 @@ class Store:
                 wal.chmod(0o600)
 
 
-def _row_frame(frame: pl.DataFrame, slice_id: int) -> pl.DataFrame:
-    """The page columns in ``gsckit_rows`` order: the slice id, then absent columns as NULL."""
+def _row_frame(frame: pl.DataFrame) -> pl.DataFrame:
+    """The page columns in ``gsckit_rows`` order: the slice id, absent columns as NULL, and
+    ``ctr`` only where the view could not compute it back from clicks and impressions."""
     present = set(frame.columns)
-    exprs: list[pl.Expr] = [pl.lit(slice_id, dtype=pl.Int32()).alias("slice_id")]
+    exprs: list[pl.Expr] = [pl.lit(0, dtype=pl.Int32()).alias("slice_id")]  # set per commit
     for col in ROW_COLUMNS:
-        if col in present:
+        if col == "ctr":
+            derived = pl.col("ctr") == pl.col("clicks") / pl.col("impressions")
+            exprs.append(pl.when(derived).then(None).otherwise(pl.col("ctr")).alias("ctr"))
+        elif col in present:
             exprs.append(pl.col(col))
         else:
             exprs.append(pl.lit(None, dtype=_TYPES.get(col, pl.String())).alias(col))
