@@ -15,6 +15,7 @@ from .coordinator import Report
 from .errors import (
     ApiError,
     BadRequest,
+    CommitError,
     ConfigError,
     CredentialsError,
     DatabaseLocked,
@@ -54,6 +55,7 @@ __all__ = [
     "AuditLog",
     "BadRequest",
     "CallableToken",
+    "CommitError",
     "ConfigError",
     "Credentials",
     "CredentialsError",

@@ -47,6 +47,10 @@ ROW_GROUP = 122_880
 # measured); 64 MB costs 1.07 like 256 MB, and keeps the checkpoint that DuckDB runs when the
 # writer lends the file or closes short
 WAL_CHECKPOINT = "64MB"
+# the writer keeps the file at least this long after taking it back before it lends it again:
+# a lend costs about two days' commit time (DuckDB replays the WAL on reopen), so a reader
+# polling every half second would otherwise double the writer's cost (benchmarks/readers.py)
+LEND_AFTER_S = 1.0
 # seconds without a commit after which the writer lends the file even if nobody asked (other
 # DuckDB clients do not know the lock protocol)
 IDLE_RELEASE_S = 10.0
@@ -144,7 +148,7 @@ class Store:
         self._con: duckdb.DuckDBPyConnection | None = None
         self._locks = WriterSide(self.path, kind)
         self._locks.claim()
-        self._last_write = time.monotonic()
+        self._last_write = self._taken_at = time.monotonic()
         self._next_id = 1
         try:
             self._open()
@@ -193,6 +197,7 @@ class Store:
             raise
         with self._mutex:
             self._con = con
+        self._taken_at = time.monotonic()
 
     def _connection(self) -> duckdb.DuckDBPyConnection:
         if self._con is None:
@@ -201,15 +206,19 @@ class Store:
         return self._con
 
     def _release(self, checkpoint: bool = True) -> None:
-        """Close the connection (DuckDB checkpoints the WAL into the file) and lend the file."""
+        """Close the connection and lend the file.
+
+        Without ``checkpoint`` the WAL stays beside the file (readers and the next open replay
+        it): a checkpoint per lend would cost as much and leave the file fragmented (36 vs 42
+        bytes a row after a lend per day, measured).
+        """
         with self._mutex:
             con, self._con = self._con, None
         if con is None:
             return
         # a failed checkpoint leaves the WAL, which the next open replays
         with contextlib.suppress(duckdb.Error):
-            if checkpoint:
-                con.execute("CHECKPOINT")
+            con.execute("CHECKPOINT" if checkpoint else "PRAGMA disable_checkpoint_on_shutdown")
         with contextlib.suppress(duckdb.Error):
             con.close()
         self._protect()
@@ -228,9 +237,16 @@ class Store:
 
     def idle(self) -> None:
         """Called on the writer thread while no day is ready: lend the file if it is wanted."""
-        if self._con is not None and (
-                self._locks.wanted() or time.monotonic() - self._last_write > IDLE_RELEASE_S):
+        if self._con is None:
+            return
+        if time.monotonic() - self._last_write > IDLE_RELEASE_S:
             self._release()
+        else:
+            self._lend_if_wanted()
+
+    def _lend_if_wanted(self) -> None:
+        if time.monotonic() - self._taken_at >= LEND_AFTER_S and self._locks.wanted():
+            self._release(checkpoint=False)
 
     @contextlib.contextmanager
     def reading(self) -> Iterator[duckdb.DuckDBPyConnection | None]:
@@ -281,8 +297,7 @@ class Store:
             results += [Commit(rows=frame.height, duplicates=dups) for _, frame, dups in chunk]
         self._last_write = time.monotonic()
         self._protect()
-        if self._locks.wanted():
-            self._release()
+        self._lend_if_wanted()
         return results
 
     def _prepare(self, item: Staged) -> tuple[Staged, pl.DataFrame, int]:
