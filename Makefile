@@ -4,8 +4,10 @@ PYTHON ?= $(shell for p in python3 python3.13 python3.12 python3.11; do $$p -c '
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+LAB_STAMP := $(VENV)/.lab-installed
+LAB_ARGS ?=
 
-.PHONY: demo test soak bench venv clean
+.PHONY: demo test notebook soak bench venv clean
 
 $(BIN)/python:
 	@test -n "$(PYTHON)" || { echo "gsckit needs Python 3.11+ (set PYTHON=...)"; exit 1; }
@@ -23,6 +25,15 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# JupyterLab only here, not in `make test`: the notebook extra (the QPM gauge) and the lab group
+$(LAB_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[notebook]' --group lab
+	touch $(LAB_STAMP)
+
+# Jupyter refuses to run as root unless told to (containers often run as root)
+notebook: $(LAB_STAMP)
+	$(BIN)/jupyter lab notebooks/quickstart.ipynb $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 soak: $(STAMP)
 	$(BIN)/python -m pytest -m soak

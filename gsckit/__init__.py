@@ -9,14 +9,16 @@ from __future__ import annotations
 import os as _os
 from importlib.metadata import PackageNotFoundError, version
 
-from .auth import CallableToken, Credentials, StaticToken
+from .auth import CallableToken, Credentials, GoogleCredentials, StaticToken, login
 from .config import EngineConfig, RetryPolicy, Timeouts
 from .coordinator import Report
+from .doctor import Diagnosis, doctor, doctor_async
 from .errors import (
     ApiError,
     BadRequest,
     CommitError,
     ConfigError,
+    CredentialRefused,
     CredentialsError,
     DatabaseLocked,
     GsckitError,
@@ -25,13 +27,16 @@ from .errors import (
     RunHalted,
     ServerError,
     SiteNotFound,
+    SiteNotReadable,
+    SiteUnserved,
     StoreError,
     TransportError,
     Unauthorized,
 )
 from .events import AuditLog, Event
-from .planner import Filter, Query, Slice, make_query, plan
+from .planner import Filter, HorizonWarning, Query, Slice, make_query, plan
 from .runner import Preview, backfill, backfill_async, preview, run_sync
+from .sites import sites, sites_async
 from .store import DEFAULT_WAIT_S as _DEFAULT_WAIT_S
 from .store import Database
 
@@ -57,14 +62,18 @@ __all__ = [
     "CallableToken",
     "CommitError",
     "ConfigError",
+    "CredentialRefused",
     "Credentials",
     "CredentialsError",
     "Database",
     "DatabaseLocked",
+    "Diagnosis",
     "EngineConfig",
     "Event",
     "Filter",
+    "GoogleCredentials",
     "GsckitError",
+    "HorizonWarning",
     "PermissionDenied",
     "Preview",
     "Query",
@@ -74,6 +83,8 @@ __all__ = [
     "RunHalted",
     "ServerError",
     "SiteNotFound",
+    "SiteNotReadable",
+    "SiteUnserved",
     "Slice",
     "StaticToken",
     "StoreError",
@@ -83,11 +94,16 @@ __all__ = [
     "__version__",
     "backfill",
     "backfill_async",
+    "doctor",
+    "doctor_async",
+    "login",
     "make_query",
     "open",
     "plan",
     "preview",
     "run_sync",
+    "sites",
+    "sites_async",
 ]
 
 for _name in __all__:

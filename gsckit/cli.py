@@ -1,8 +1,11 @@
 """The ``gsckit`` command line: a thin layer over the library.
 
-Exit codes: 0 success; 1 a halted or incomplete run; 2 bad input (nothing sent, nothing written);
-75 the database is busy (another backfill writes it, or it stayed held past --wait: retry later);
-130 interrupted. Errors are one line on stderr, and never contain a token.
+Each command is one block: ``_add_NAME(commands)`` declares it with ``_command(...)`` (whose
+``codes`` are the exit codes its ``--help`` lists) and the shared option groups ``add_*`` below,
+and ``_NAME(args)`` calls the library. To add a command, write both and list the adder in
+``COMMANDS``; ``tests/test_docs.py`` then wants every flag in the README.
+
+Errors are one line on stderr and never contain a token. SIGTERM is handled like Ctrl-C.
 """
 
 from __future__ import annotations
@@ -13,126 +16,210 @@ import contextlib
 import dataclasses
 import json
 import os
+import shlex
+import shutil
 import sys
 import tempfile
-from collections.abc import Sequence
-from datetime import timedelta
-from typing import Any, NoReturn
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any, NoReturn, TextIO
 
+from . import signals
 from .auth import TOKEN_ENV
-from .config import DEFAULT_BASE_URL, EngineConfig
+from .cli_connect import add_connect_commands, credential_kwargs
+from .config import EngineConfig
 from .coordinator import Report
 from .errors import ConfigError, GsckitError, RunHalted
-from .planner import DATA_STATES, pacific_today
+from .planner import (
+    DATA_STATES,
+    DEFAULT_DIMENSIONS,
+    DIMENSIONS,
+    SEARCH_TYPES,
+    HorizonWarning,
+    pacific_today,
+)
 from .runner import backfill_async, preview
 from .store import Database
 
 DEMO_SITE = "sc-domain:demo.example"
 DEMO_TOKEN = "demo-token"
+SIM_TOKEN = "sim-token"
+DEFAULT_DB = "gsc.duckdb"
+
+EXIT_OK, EXIT_INCOMPLETE, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_BUSY, EXIT_INTERRUPTED, EXIT_TERMINATED = 75, 130, 143
+EXIT_CODES = {
+    EXIT_OK: "success",
+    EXIT_INCOMPLETE: "a halted or incomplete run: completed days are saved, re-run to resume",
+    EXIT_BAD_INPUT: "bad input: nothing sent, nothing written",
+    EXIT_BUSY: "the database is busy (another process holds its lock): try again later",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C): completed days are saved",
+    EXIT_TERMINATED: "terminated (SIGTERM): completed days are saved",
+}
+_DEFAULTS = EngineConfig()
 
 
 class _Parser(argparse.ArgumentParser):
     """argparse with a one-line error and exit status 2."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"gsckit: error: {message} (see gsckit {self.prog.split()[-1]} --help)\n"
-                  if " " in self.prog else f"gsckit: error: {message}\n")
+        hint = f" (see gsckit {self.prog.split()[-1]} --help)" if " " in self.prog else ""
+        self.exit(EXIT_BAD_INPUT, f"gsckit: error: {message}{hint}\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="gsckit", description="Fast, quota-safe, crash-safe Google Search "
-                     "Console backfills into DuckDB.")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+class _HelpFormatter(argparse.HelpFormatter):
+    """Help that shows every option's default and keeps multi-line paragraphs as written."""
 
-    run = commands.add_parser("backfill", help="backfill Search Analytics days into DuckDB",
-                              description="Fetch every day from --start to --end, page by page, "
-                              "and commit each day atomically. Re-running resumes.")
-    run.add_argument("site", nargs="+", help="property: sc-domain:example.com or "
-                     "https://www.example.com/")
-    run.add_argument("--start", required=True, help="first day, YYYY-MM-DD (Pacific time)")
-    run.add_argument("--end", required=True, help="last day, YYYY-MM-DD (Pacific time)")
-    run.add_argument("--dimensions", default="date,query,page",
-                     help="comma-separated: date,query,page,country,device,searchAppearance,hour")
-    run.add_argument("--search-type", default="web",
-                     help="web, image, video, news, discover, googleNews (comma-separated)")
-    run.add_argument("--data-state", default="final", help=f"one of {', '.join(DATA_STATES)}")
-    run.add_argument("--filter", action="append", default=[], metavar="'DIM OP VALUE'",
-                     help="e.g. 'page contains /blog/' (repeatable; all must match)")
-    run.add_argument("--db", default="gsc.duckdb", help="DuckDB file (default gsc.duckdb)")
-    run.add_argument("--concurrency", type=int, default=8, help="worker tasks (1 = sequential)")
-    run.add_argument("--qpm", type=int, default=960,
-                     help="max requests per window, per site and per credential (default 960)")
-    run.add_argument("--qpm-window-s", type=float, default=60.0,
-                     help="rate window in seconds (default 60)")
-    run.add_argument("--base-url", default=DEFAULT_BASE_URL,
-                     help="API root: Google's, or a loopback URL such as the simulator's")
-    auth = run.add_mutually_exclusive_group()
-    auth.add_argument("--token", help=f"OAuth access token (prefer ${TOKEN_ENV})")
-    auth.add_argument("--credentials", metavar="FILE",
-                      help="service-account or authorized-user JSON file")
-    run.add_argument("--audit-log", metavar="FILE", help="append JSON-lines audit events here")
-    run.add_argument("--json", action="store_true", help="print one JSON summary line")
-    run.add_argument("--no-progress", action="store_true", help="no progress bar")
-    run.add_argument("--force", action="store_true", help="re-fetch days already committed")
-    run.add_argument("--dry-run", action="store_true", help="validate and print what would be "
-                     "fetched (days, requests, time at the rate limit); send and write nothing")
-    run.add_argument("--wait", type=float, default=5.0, metavar="SECONDS",
-                     help="how long to wait for a database another process holds before "
-                     "exiting 75 (default 5)")
-    run.set_defaults(handler=_backfill)
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if ("default" in text or not action.option_strings or action.nargs == 0
+                or action.default in (None, argparse.SUPPRESS, [])):
+            return text
+        return f"{text} (default: %(default)s)"
 
-    status = commands.add_parser("status", help="which days are complete in a database",
-                                 description="Summarise the ledger: complete days per stream.")
-    status.add_argument("--db", default="gsc.duckdb", help="DuckDB file (default gsc.duckdb)")
-    status.add_argument("--json", action="store_true", help="one JSON object per stream")
-    status.add_argument("--wait", type=float, default=5.0, metavar="SECONDS",
-                        help="how long to wait while a backfill holds the database before "
-                        "exiting 75 (default 5)")
-    status.set_defaults(handler=_status)
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if "\n" in text:
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
 
-    sim = commands.add_parser("sim", help="run the Search Console simulator on 127.0.0.1",
-                              description="Serve a fake Search Analytics API for offline use.")
-    sim.add_argument("--host", default="127.0.0.1", help="loopback address (default 127.0.0.1)")
-    sim.add_argument("--port", type=int, default=8765, help="port (default 8765)")
-    sim.add_argument("--rows-per-day", type=int, default=30_000, help="rows per day (default "
-                     "30000, capped at 50000 exposed)")
-    sim.add_argument("--latency-ms", type=float, default=0.0, help="mean added latency per "
-                     "request (default 0)")
-    sim.add_argument("--quota-qpm", type=int, default=1200, help="per-site and per-token "
-                     "quota before 429s (default 1200)")
-    sim.add_argument("--window-s", type=float, default=60.0, help="quota window (default 60)")
-    sim.add_argument("--seed", type=int, default=1, help="data seed (default 1)")
-    sim.set_defaults(handler=_sim)
 
-    demo = commands.add_parser("demo", help="backfill 90 days from the built-in simulator",
-                               description="Start the simulator, backfill 90 days with "
-                               "realistic latency, then print a summary and the top queries.")
-    demo.add_argument("--days", type=int, default=90, help="days to backfill (default 90)")
-    demo.add_argument("--db", help="DuckDB file (default: a fresh temporary file)")
-    demo.add_argument("--latency-ms", type=float, default=800.0,
-                      help="simulated latency per request, +/-50%% (default 800)")
-    demo.add_argument("--no-progress", action="store_true", help="no progress bar")
-    demo.set_defaults(handler=_demo)
+def exit_codes_epilog(*codes: int) -> str:
+    """The 'exit codes:' paragraph that ends a command's ``--help``."""
+    return "exit codes:\n" + "\n".join(f"  {code:<4} {EXIT_CODES[code]}" for code in codes)
+
+
+def _command(commands: Any, name: str, *, summary: str, description: str,
+             codes: Sequence[int] = tuple(EXIT_CODES)) -> argparse.ArgumentParser:
+    """A subcommand whose help shows every default and ends with its exit ``codes``."""
+    parser: argparse.ArgumentParser = commands.add_parser(
+        name, help=summary, description=description, epilog=exit_codes_epilog(*codes),
+        formatter_class=_HelpFormatter)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``gsckit`` command; returns the exit status."""
-    args = build_parser().parse_args(argv)
-    try:
-        return int(args.handler(args))
-    except RunHalted as exc:
-        if getattr(args, "json", False) and exc.report is not None:
-            print(json.dumps(_summary(exc.report)))
-        print(f"gsckit: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except GsckitError as exc:
-        print(f"gsckit: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("gsckit: interrupted; completed days are saved, re-run to resume",
-              file=sys.stderr)
-        return 130
+# --- shared option groups ---------------------------------------------------------------------
+
+def add_site_argument(parser: argparse.ArgumentParser) -> None:
+    """The positional SITE [SITE ...] of a command that fetches."""
+    parser.add_argument("site", nargs="+", help="property: sc-domain:example.com or "
+                        "https://www.example.com/ (several allowed)")
+
+
+def add_range_options(parser: argparse.ArgumentParser) -> None:
+    """--start and --end, both required."""
+    group = parser.add_argument_group("days")
+    group.add_argument("--start", required=True, help="first day, YYYY-MM-DD (Pacific time; "
+                       "required). Older than 16 months: moved to the earliest day, with a warning")
+    group.add_argument("--end", required=True, help="last day, YYYY-MM-DD (Pacific time; "
+                       "required)")
+
+
+def add_query_options(parser: argparse.ArgumentParser) -> None:
+    """What a stream is: --dimensions, --search-type, --data-state, --filter."""
+    group = parser.add_argument_group("what to fetch")
+    group.add_argument("--dimensions", default=",".join(DEFAULT_DIMENSIONS),
+                       help=f"comma-separated, from {','.join(DIMENSIONS)}")
+    group.add_argument("--search-type", default="web",
+                       help=f"comma-separated, from {', '.join(SEARCH_TYPES)}")
+    group.add_argument("--data-state", default="final", help=f"one of {', '.join(DATA_STATES)}")
+    group.add_argument("--filter", action="append", default=[], metavar="'DIM OP VALUE'",
+                       help="e.g. 'page contains /blog/'; repeatable, all must match "
+                       "(default: no filter)")
+
+
+def add_db_option(parser: argparse.ArgumentParser) -> None:
+    """--db, the DuckDB file every command works on, and --wait, how long it may be busy."""
+    parser.add_argument("--db", default=DEFAULT_DB, help="the DuckDB file")
+    parser.add_argument("--wait", type=float, default=_DEFAULTS.db_wait_s, metavar="SECONDS",
+                        help="how long to wait while another process holds the database (a "
+                        "reader waits for the running backfill's next commit) before exit 75")
+
+
+def add_engine_options(parser: argparse.ArgumentParser) -> None:
+    """The :class:`EngineConfig` knobs; read them back with :func:`engine_config`."""
+    group = parser.add_argument_group("engine")
+    group.add_argument("--concurrency", type=int, default=_DEFAULTS.max_concurrency,
+                       help="worker tasks; 1 is the sequential mode")
+    group.add_argument("--qpm", type=int, default=_DEFAULTS.qpm,
+                       help="max requests per rate window, per site and per credential")
+    group.add_argument("--qpm-window-s", type=float, default=_DEFAULTS.qpm_window_s,
+                       help="the rate window in seconds")
+    group.add_argument("--base-url", default=_DEFAULTS.base_url,
+                       help="API root: Google's, or a loopback URL such as the simulator's")
+
+
+def add_auth_options(parser: argparse.ArgumentParser) -> None:
+    """--token or --credentials (repeatable: a pool), --impersonate; without them, the
+    environment (see 'Connect to Google' in the README); read back with ``credential_kwargs``."""
+    group = parser.add_argument_group("credentials (default: $GSC_ACCESS_TOKEN, "
+                                      "$GOOGLE_APPLICATION_CREDENTIALS, the 'gsckit login' "
+                                      "file, gcloud's ADC, in that order)")
+    choice = group.add_mutually_exclusive_group()
+    choice.add_argument("--token", help=f"an OAuth access token (default: ${TOKEN_ENV}, which "
+                        "other local users cannot see on the command line)")
+    choice.add_argument("--credentials", metavar="FILE", action="append",
+                        help="a service-account or authorized-user JSON file; repeat it to pool "
+                        "several credentials, whose per-user quotas add up (default: the "
+                        "environment, in the order above)")
+    group.add_argument("--impersonate", metavar="EMAIL",
+                       help="act as this service account with the credentials found (default: "
+                       "no impersonation)")
+
+
+def add_run_output_options(parser: argparse.ArgumentParser) -> None:
+    """--audit-log, --json and --no-progress for a command that runs the engine."""
+    group = parser.add_argument_group("output")
+    group.add_argument("--audit-log", metavar="FILE",
+                       help="append JSON-lines audit events to FILE (default: no audit log)")
+    group.add_argument("--json", action="store_true", help="print one JSON summary line")
+    group.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def engine_config(args: argparse.Namespace) -> EngineConfig:
+    """The :class:`EngineConfig` that :func:`add_engine_options` asked for."""
+    return EngineConfig(max_concurrency=args.concurrency, qpm=args.qpm,
+                        qpm_window_s=args.qpm_window_s, base_url=args.base_url,
+                        db_wait_s=getattr(args, "wait", _DEFAULTS.db_wait_s))
+
+
+# --- backfill ---------------------------------------------------------------------------------
+
+def _add_backfill(commands: Any) -> None:
+    run = _command(commands, "backfill", summary="backfill Search Analytics days into DuckDB",
+                   description="Fetch every day from --start to --end, page by page, and commit "
+                   "each day atomically. Re-running resumes: committed days are skipped.")
+    add_site_argument(run)
+    add_range_options(run)
+    add_query_options(run)
+    add_db_option(run)
+    add_engine_options(run)
+    add_auth_options(run)
+    add_run_output_options(run)
+    run.add_argument("--force", action="store_true", help="re-fetch days already committed")
+    run.add_argument("--no-preflight", action="store_true", help="skip the sites.list check "
+                     "that every site is readable before the first data request")
+    run.add_argument("--dry-run", action="store_true", help="validate and print what would be "
+                     "fetched (days, requests, time at the rate limit); send and write nothing")
+    run.set_defaults(handler=_backfill)
+
+
+def _backfill(args: argparse.Namespace) -> int:
+    config = engine_config(args)
+    if args.dry_run:
+        plan = preview(args.site, args.start, args.end, dimensions=args.dimensions,
+                       search_type=args.search_type, data_state=args.data_state,
+                       filters=args.filter, db=args.db, config=config, force=args.force)
+        print(json.dumps(dataclasses.asdict(plan)) if args.json else plan.summary())
+        return EXIT_OK
+    report = signals.run(backfill_async(
+        args.site, args.start, args.end, dimensions=args.dimensions,
+        search_type=args.search_type, data_state=args.data_state, filters=args.filter,
+        db=args.db, config=config, preflight=not args.no_preflight, **credential_kwargs(args),
+        audit_log=args.audit_log, progress=not args.no_progress and "auto", force=args.force))
+    print(json.dumps(_summary(report)) if args.json else report.summary())
+    return EXIT_OK if report.ok else EXIT_INCOMPLETE
 
 
 def _summary(report: Report) -> dict[str, Any]:
@@ -142,26 +229,16 @@ def _summary(report: Report) -> dict[str, Any]:
             "halted": report.halted, "error": report.error}
 
 
-def _backfill(args: argparse.Namespace) -> int:
-    config = EngineConfig(max_concurrency=args.concurrency, qpm=args.qpm,
-                          qpm_window_s=args.qpm_window_s, base_url=args.base_url,
-                          db_wait_s=args.wait)
-    if args.dry_run:
-        plan = preview(args.site, args.start, args.end, dimensions=args.dimensions,
-                       search_type=args.search_type, data_state=args.data_state,
-                       filters=args.filter, db=args.db, config=config, force=args.force)
-        print(json.dumps(dataclasses.asdict(plan)) if args.json else plan.summary())
-        return 0
-    report = asyncio.run(backfill_async(
-        args.site, args.start, args.end, dimensions=args.dimensions,
-        search_type=args.search_type, data_state=args.data_state, filters=args.filter,
-        db=args.db, token=args.token, credentials=args.credentials, config=config,
-        audit_log=args.audit_log, progress=not args.no_progress and "auto", force=args.force))
-    if args.json:
-        print(json.dumps(_summary(report)))
-    else:
-        print(report.summary())
-    return 0 if report.ok else 1
+# --- status -----------------------------------------------------------------------------------
+
+def _add_status(commands: Any) -> None:
+    status = _command(commands, "status", summary="which days are complete in a database",
+                      description="Summarise the ledger: complete days per stream.",
+                      codes=(EXIT_OK, EXIT_BAD_INPUT, EXIT_BUSY, EXIT_INTERRUPTED,
+                             EXIT_TERMINATED))
+    add_db_option(status)
+    status.add_argument("--json", action="store_true", help="one JSON object per stream")
+    status.set_defaults(handler=_status)
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -178,34 +255,107 @@ def _status(args: argparse.Namespace) -> int:
 
         with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_width_chars=200, fmt_str_lengths=40):
             print(frame)
-    return 0
+    return EXIT_OK
+
+
+# --- sim --------------------------------------------------------------------------------------
+
+def _add_sim(commands: Any) -> None:
+    sim = _command(commands, "sim", summary="run the Search Console simulator on 127.0.0.1",
+                   description="Serve a fake Search Analytics API for offline use, and print "
+                   "the gsckit commands to run against it from another shell. Ctrl-C or "
+                   "SIGTERM stops it (exit 0).", codes=(EXIT_OK, EXIT_BAD_INPUT))
+    sim.add_argument("--host", default="127.0.0.1", help="loopback address")
+    sim.add_argument("--port", type=int, default=8765, help="port; 0 picks a free one")
+    sim.add_argument("--rows-per-day", type=int, default=30_000,
+                     help="rows per day and search type, of which at most 50000 are exposed")
+    sim.add_argument("--latency-ms", type=float, default=0.0,
+                     help="mean added latency per request")
+    sim.add_argument("--quota-qpm", type=int, default=1200,
+                     help="requests per window, per site and per token, before 429s")
+    sim.add_argument("--window-s", type=float, default=60.0, help="the quota window in seconds")
+    sim.add_argument("--seed", type=int, default=1, help="data seed")
+    sim.set_defaults(handler=_sim)
 
 
 def _sim(args: argparse.Namespace) -> int:
-    from .sim import SimConfig, serve
+    from .sim import SimConfig
 
     config = SimConfig(seed=args.seed, rows_per_day=args.rows_per_day,
                        latency_s=args.latency_ms / 1000, quota_qpm=args.quota_qpm,
                        window_s=args.window_s)
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(config, args.host, args.port))
-    return 0
+    try:
+        signals.run(_serve(config, args.host, args.port))
+    except (KeyboardInterrupt, signals.Terminated):
+        pass  # the normal way to stop a server
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}; "
+                          "choose another --port (0 picks a free one)") from None
+    return EXIT_OK
+
+
+async def _serve(config: Any, host: str, port: int) -> None:
+    from .sim import Simulator
+
+    async with Simulator(config, host=host, port=port) as sim:
+        print(f"gsckit simulator listening on {sim.base_url} (Ctrl-C to stop)")
+        _print_commands("Try it from another shell (any token works):",
+                        sim_commands(sim.base_url))
+        sys.stdout.flush()
+        await asyncio.Event().wait()
+
+
+def sim_commands(base_url: str, today: date | None = None) -> list[str]:
+    """The dry-run, backfill and status lines to paste against a simulator at ``base_url``."""
+    end = (today or pacific_today()) - timedelta(days=3)
+    start = end - timedelta(days=6)
+    gsckit = gsckit_command()
+    backfill = [gsckit, "backfill", DEMO_SITE, "--start", str(start), "--end", str(end),
+                "--db", "sim.duckdb", "--base-url", shlex.quote(base_url),
+                "--token", SIM_TOKEN]
+    return [" ".join([*backfill, "--dry-run"]), " ".join(backfill),
+            f"{gsckit} status --db sim.duckdb"]
+
+
+# --- demo -------------------------------------------------------------------------------------
+
+def _add_demo(commands: Any) -> None:
+    demo = _command(commands, "demo", summary="backfill 90 days from the built-in simulator",
+                    description="Start the simulator, backfill 90 days with realistic "
+                    "latency, print a summary and the top queries, then the commands to "
+                    "explore further. Without --db the database is temporary and removed on "
+                    "exit.", codes=(EXIT_OK, EXIT_INCOMPLETE, EXIT_BAD_INPUT, EXIT_INTERRUPTED,
+                                    EXIT_TERMINATED))
+    demo.add_argument("--days", type=int, default=90, help="days to backfill, 1..480")
+    demo.add_argument("--db", help="keep the database in this DuckDB file (default: a "
+                      "temporary file, removed on exit)")
+    demo.add_argument("--latency-ms", type=float, default=800.0,
+                      help="simulated latency per request, +/-50%%")
+    demo.add_argument("--no-progress", action="store_true", help="no progress bar")
+    demo.set_defaults(handler=_demo)
 
 
 def _demo(args: argparse.Namespace) -> int:
     if not 1 <= args.days <= 480:
         raise ConfigError("--days must be 1..480")
-    db = args.db or os.path.join(tempfile.mkdtemp(prefix="gsckit-demo-"), "demo.duckdb")
-    report = asyncio.run(_run_demo(args.days, db, args.latency_ms / 1000, not args.no_progress))
-    print(report.summary())
-    top = Database(db).sql(
-        "SELECT query, sum(clicks)::BIGINT AS clicks, sum(impressions)::BIGINT AS impressions, "
-        "round(sum(clicks) / sum(impressions), 4) AS ctr FROM search_analytics "
-        "GROUP BY query ORDER BY clicks DESC, query LIMIT 10")
-    print(f"\nTop queries in {db}:")
-    print(top)
-    print(f"\nExplore it: gsckit.open({db!r}).frame()  or  gsckit status --db {db}")
-    return 0 if report.ok else 1
+    with contextlib.ExitStack() as stack:
+        if args.db:
+            db = args.db
+        else:
+            folder = stack.enter_context(tempfile.TemporaryDirectory(
+                prefix="gsckit-demo-", ignore_cleanup_errors=True))
+            db = os.path.join(folder, "demo.duckdb")
+        report = signals.run(_run_demo(args.days, db, args.latency_ms / 1000,
+                                       not args.no_progress))
+        print(report.summary())
+        top = Database(db).sql(
+            "SELECT query, sum(clicks)::BIGINT AS clicks, sum(impressions)::BIGINT AS "
+            "impressions, round(sum(clicks) / sum(impressions), 4) AS ctr FROM "
+            "search_analytics GROUP BY query ORDER BY clicks DESC, query LIMIT 10")
+        print(f"\nTop queries in {db}:" if args.db else "\nTop queries:")
+        print(top)
+    _print_commands(*_demo_next_steps(args))
+    return EXIT_OK if report.ok else EXIT_INCOMPLETE
 
 
 async def _run_demo(days: int, db: str, latency_s: float, progress: bool) -> Report:
@@ -220,3 +370,108 @@ async def _run_demo(days: int, db: str, latency_s: float, progress: bool) -> Rep
         print(f"simulator on {sim.base_url}; backfilling {days} days of {DEMO_SITE} into {db}")
         return await backfill_async(DEMO_SITE, start, end, db=db, token=DEMO_TOKEN,
                                     base_url=sim.base_url, progress=progress or False)
+
+
+def _demo_next_steps(args: argparse.Namespace) -> tuple[str, list[str]]:
+    gsckit = gsckit_command()
+    lines = []
+    if args.db:
+        db = str(Path(args.db).absolute())
+        header = "\nExplore it (paste into any shell):"
+    else:
+        db = "demo.duckdb"
+        header = ("\nThe temporary database was removed. To keep one and explore it, paste "
+                  "into any shell:")
+        rerun = [gsckit, "demo"]
+        for flag, value, default in (("--days", args.days, 90),
+                                     ("--latency-ms", args.latency_ms, 800.0)):
+            if value != default:
+                rerun += [flag, f"{value:g}"]
+        lines.append(" ".join([*rerun, "--db", db]))
+    code = f"import gsckit; print(gsckit.open({json.dumps(db)}).frame())"
+    lines += [f"{gsckit} status --db {shlex.quote(db)}",
+              f"{shlex.quote(sys.executable)} -c {shlex.quote(code)}"]
+    return header, lines
+
+
+# --- what a fresh shell can run -------------------------------------------------------------
+
+def gsckit_command() -> str:
+    """How a fresh shell runs this gsckit: plain ``gsckit`` when its PATH already finds this one,
+    else this one's full path (a fresh shell has no virtualenv activated)."""
+    script = Path(sys.argv[0]).absolute()
+    if script.name != "gsckit" or not script.is_file():
+        return f"{shlex.quote(sys.executable)} -m gsckit"
+    found = shutil.which("gsckit")
+    if found and Path(found).absolute() == script and not os.environ.get("VIRTUAL_ENV"):
+        return "gsckit"
+    return shlex.quote(str(script))
+
+
+def _print_commands(header: str, lines: list[str]) -> None:
+    print(header)
+    for line in lines:
+        print(f"  {line}")
+    if sys.prefix != sys.base_prefix and gsckit_command() != "gsckit":
+        activate = shlex.quote(str(Path(sys.prefix) / "bin" / "activate"))
+        print(f"  source {activate}   # optional: then plain 'gsckit' and 'python' work here")
+
+
+# --- entry point ------------------------------------------------------------------------------
+
+COMMANDS: tuple[Callable[[Any], None], ...] = (_add_backfill, _add_status, _add_sim, _add_demo,
+                                               add_connect_commands)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``gsckit`` parser with every command in ``COMMANDS``."""
+    parser = _Parser(prog="gsckit", description="Fast, quota-safe, crash-safe Google Search "
+                     "Console backfills into DuckDB. Run 'gsckit COMMAND --help' for a "
+                     "command's options.", epilog=exit_codes_epilog(*EXIT_CODES),
+                     formatter_class=_HelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for add in COMMANDS:
+        add(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``gsckit`` command; returns the exit status."""
+    with signals.sigterm_cancels(), _one_line_warnings():
+        try:
+            args = build_parser().parse_args(argv)
+            return int(args.handler(args))
+        except RunHalted as exc:
+            if getattr(args, "json", False) and exc.report is not None:
+                print(json.dumps(_summary(exc.report)))
+            print(f"gsckit: {exc}", file=sys.stderr)
+            return exc.exit_code
+        except GsckitError as exc:
+            print(f"gsckit: error: {exc}", file=sys.stderr)
+            return exc.exit_code
+        except KeyboardInterrupt:
+            print("gsckit: interrupted; completed days are saved, re-run to resume",
+                  file=sys.stderr)
+            return EXIT_INTERRUPTED
+        except signals.Terminated:
+            print("gsckit: terminated (SIGTERM); completed days are saved, re-run to resume",
+                  file=sys.stderr)
+            return EXIT_TERMINATED
+
+
+@contextlib.contextmanager
+def _one_line_warnings() -> Iterator[None]:
+    """Show a moved start (:class:`HorizonWarning`) as one stderr line, every time."""
+
+    def show(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+             file: TextIO | None = None, line: str | None = None) -> None:
+        if issubclass(category, HorizonWarning):
+            print(f"gsckit: warning: {message}", file=sys.stderr)
+        else:
+            default(message, category, filename, lineno, file, line)
+
+    with warnings.catch_warnings():
+        default = warnings.showwarning
+        warnings.simplefilter("always", HorizonWarning)
+        warnings.showwarning = show
+        yield

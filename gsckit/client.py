@@ -27,10 +27,12 @@ import polars as pl
 from yarl import URL
 
 from .auth import Credentials
+from .auth.pool import CredentialPool
 from .config import EngineConfig
 from .errors import (
     ApiError,
     BadRequest,
+    CredentialRefused,
     GsckitError,
     PermissionDenied,
     RateLimited,
@@ -155,11 +157,14 @@ def classify(status: int, headers: Any, body: bytes, site: str) -> ApiError:
 class Client:
     """Fetches pages for the engine; use as ``async with Client(...) as client``."""
 
-    def __init__(self, config: EngineConfig, credentials: Credentials,
+    def __init__(self, config: EngineConfig, credentials: Credentials | CredentialPool,
                  limiter: SlidingWindowLimiter, emit: Emit,
                  rng: random.Random | None = None) -> None:
         self.config = config
-        self.credentials = credentials
+        # a pool picks the credential of each request (see gsckit/auth/pool.py)
+        self.pool = (credentials if isinstance(credentials, CredentialPool)
+                     else CredentialPool([credentials]))
+        self.credentials = self.pool.members[0]
         self.limiter = limiter
         self.meter = RequestMeter(config.qpm_window_s)
         self.retries = 0
@@ -170,7 +175,8 @@ class Client:
         self._paused_until: dict[str, float] = {}
 
     def __repr__(self) -> str:
-        return f"Client(base_url={self.config.base_url!r}, credentials={self.credentials!r})"
+        who = self.credentials if len(self.pool) == 1 else self.pool
+        return f"Client(base_url={self.config.base_url!r}, credentials={who!r})"
 
     async def __aenter__(self) -> Client:
         if self._session is not None:
@@ -205,7 +211,6 @@ class Client:
             raise RuntimeError("use the Client inside 'async with'")
         policy = self.config.retry
         body = piece.body(start_row, self.config.row_limit)
-        keys = (("site", piece.site), ("credential", self.credentials.identity))
         loop = asyncio.get_running_loop()
         attempt = 0
         refreshed = paused = False
@@ -213,22 +218,30 @@ class Client:
         while True:
             attempt += 1
             await self._wait_pause(piece.site)
-            await self.limiter.acquire(keys)
-            started = loop.time()
-            self.meter.note(started)
+            creds = self.pool.pick(piece.site)
+            self.pool.begin(creds)
             try:
-                page = await self._attempt(piece, body)
-            except GsckitError as exc:
-                error = exc
-            else:
-                self._log(piece, start_row, attempt, started, 200, page.height, "")
-                return Page(page, attempt)
+                await self.limiter.acquire((("site", piece.site), ("credential", creds.identity)))
+                started = loop.time()
+                self.meter.note(started)
+                try:
+                    page = await self._attempt(piece, body, creds)
+                except GsckitError as exc:
+                    error = exc
+                else:
+                    self._log(piece, start_row, attempt, started, 200, page.height, "")
+                    return Page(page, attempt)
+            finally:
+                self.pool.end(creds)
             status = error.status if isinstance(error, ApiError) else "error"
             self._log(piece, start_row, attempt, started, status, 0, _reason(error))
+            if self._reroute(piece.site, creds, error):
+                attempt -= 1
+                continue
             if isinstance(error, Unauthorized) and not refreshed:
                 refreshed = True
                 self.retries += 1
-                await self.credentials.refresh()
+                await creds.refresh()
                 continue
             if isinstance(error, RateLimited):
                 quota_streak += 1
@@ -254,9 +267,23 @@ class Client:
                        attempt=attempt, delay_s=round(delay, 3), error=_reason(error))
             await asyncio.sleep(delay)
 
-    async def _attempt(self, piece: Slice, body: dict[str, Any]) -> pl.DataFrame:
+    def _reroute(self, site: str, creds: Credentials, error: GsckitError) -> bool:
+        """In a pool, move a site off a credential that was refused or lost its permission;
+        true when another credential can take the request."""
+        if len(self.pool) == 1:
+            return False
+        if isinstance(error, CredentialRefused):
+            self.pool.lose(creds, error)
+            return True  # the next pick finds another credential, or says why none is left
+        if isinstance(error, PermissionDenied):
+            self.pool.drop(site, creds, error.reason or "403")
+            return True
+        return False
+
+    async def _attempt(self, piece: Slice, body: dict[str, Any],
+                       creds: Credentials) -> pl.DataFrame:
         assert self._session is not None
-        token = await self.credentials.token()
+        token = await creds.token()
         headers = {"Authorization": f"Bearer {token}"}
         try:
             async with self._session.post(self.url(piece.site), json=body, headers=headers,

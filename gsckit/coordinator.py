@@ -58,6 +58,7 @@ class Report:
     error: str | None = None
     halt_s: float | None = None
     failures: tuple[str, ...] = ()
+    credentials: tuple[str, ...] = ()  # what happened to pooled credentials (lost, moved)
 
     @property
     def ok(self) -> bool:
@@ -66,6 +67,7 @@ class Report:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["failures"] = list(self.failures)
+        data["credentials"] = list(self.credentials)
         return data
 
     def summary(self) -> str:
@@ -77,6 +79,8 @@ class Report:
                 f"requests in any rate window")
         if self.error:
             text += f"\n{self.error}"
+        for note in self.credentials:
+            text += f"\ncredentials: {note}"
         return text
 
 
@@ -181,7 +185,7 @@ class Engine:
             max_unpersisted=self.max_unpersisted, halted=halt is not None,
             error=str(halt.cause) if halt else None,
             halt_s=round(halt_s, 4) if halt_s is not None else None,
-            failures=tuple(self._failures))
+            failures=tuple(self._failures), credentials=tuple(self.client.pool.notes))
         self._emit("run_end", **report.to_dict())
         if halt is not None:
             raise RunHalted(halt.cause, report)

@@ -2,7 +2,10 @@
 
     GsckitError                      every gsckit error; ``exit_code`` is what the CLI returns
     ├── ConfigError (ValueError)     bad input found before any request (exit 2)
-    │   └── CredentialsError         missing, unreadable or malformed credentials
+    │   ├── CredentialsError         missing, unreadable or malformed credentials
+    │   └── SiteNotReadable          a site no credential can read (pre-flight, exit 2)
+    ├── CredentialRefused            the token endpoint refused a grant: revoked key or token
+    ├── SiteUnserved                 a pool lost every credential that could read a site
     ├── StoreError                   the DuckDB file cannot be used
     │   ├── DatabaseLocked           another writer, or a busy file past the wait (exit 75)
     │   └── CommitError              a commit failed (disk full, file too large, I/O error)
@@ -39,6 +42,26 @@ class ConfigError(GsckitError, ValueError):
 
 class CredentialsError(ConfigError):
     """Credentials are missing, unreadable or malformed."""
+
+
+class SiteNotReadable(ConfigError):
+    """The pre-flight found a site that no credential can read (names the closest property)."""
+
+
+class CredentialRefused(GsckitError):
+    """The token endpoint refused a credential's grant (``invalid_grant``, a deleted key).
+
+    The message names the credential's source (file path, client_email) and the fix, never a
+    secret. Retrying cannot help, so the sites only this credential serves stop.
+    """
+
+
+class SiteUnserved(GsckitError):
+    """Mid-run, a credential pool lost every credential that could read a site (revoked, or
+    permission removed) while others still serve other sites: that site's remaining days fail
+    (the run is incomplete, exit 1) and a re-run with working credentials resumes them."""
+
+    retryable = True  # for the engine: fail this site's days, do not halt the other sites
 
 
 class StoreError(GsckitError):

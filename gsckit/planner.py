@@ -2,13 +2,15 @@
 
 A slice is one (site, search type, dimension set, filters, day): the unit that is fetched page by
 page, committed atomically and recorded in the ledger. Everything here runs before the first
-request, so bad input costs nothing.
+request, so bad input costs nothing. Combinations Google is documented to reject are refused here
+too; ones only suspected are sent (see the README, "Inputs that Google refuses").
 """
 
 from __future__ import annotations
 
 import json
 import re
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
@@ -27,10 +29,19 @@ DEVICES = ("DESKTOP", "MOBILE", "TABLET")
 RETENTION_MONTHS = 16
 HOURLY_DAYS = 10
 DEFAULT_DIMENSIONS = ("date", "query", "page")
+# Google: "queries and positions are not supported by the Google Discover report ... if an
+# unsupported dimension is requested, the API will return an error" (Search Central blog,
+# 2021-10-25); Google News answers the same for query (the error connectors report)
+NO_QUERY_TYPES = ("discover", "googleNews")
 
 _CANON = {name.lower(): name for name in (*SEARCH_TYPES, *DIMENSIONS, *DATA_STATES, *OPERATORS)}
 _LABEL = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
 _HOST = re.compile(rf"^(?=.{{1,253}}$)({_LABEL}\.)*{_LABEL}$", re.IGNORECASE)
+
+
+class HorizonWarning(UserWarning):
+    """A start older than Search Console keeps (16 months; 10 days of hourly data) was moved to
+    the earliest available day, so a re-run after the horizon moved still runs."""
 
 
 @dataclass(frozen=True)
@@ -270,29 +281,60 @@ def make_query(
     today = today or pacific_today()
     if last > today:
         raise ConfigError(f"end {last} is in the future (today is {today} in Pacific time)")
-    oldest = earliest_day(today)
-    if first < oldest:
-        raise ConfigError(f"start {first} is older than Search Console's 16 months of data; "
-                          f"the earliest day is {oldest}")
     state = _canon(data_state, DATA_STATES, "data_state")
-    if state == "hourly_all" and first < today - timedelta(days=HOURLY_DAYS):
-        raise ConfigError(f"hourly data covers only the last {HOURLY_DAYS} days; start on or "
-                          f"after {today - timedelta(days=HOURLY_DAYS)}")
+    first = clamp_start(first, last, earliest_day(today), "Search Console's 16 months of data")
+    if state == "hourly_all":
+        first = clamp_start(first, last, today - timedelta(days=HOURLY_DAYS),
+                            f"hourly data (the last {HOURLY_DAYS} days)")
     types = tuple(dict.fromkeys(_canon(t, SEARCH_TYPES, "search type")
                                 for t in _as_tuple(search_type, ("web",))))
     if not types:
         raise ConfigError("give at least one search type")
     if isinstance(filters, (str, Filter)):
         filters = (filters,)
+    dims = check_dimensions(dimensions, state)
+    checked_filters = tuple(check_filter(f) for f in filters)
+    check_search_types(types, dims, checked_filters)
     return Query(
         sites=checked_sites,
         start=first,
         end=last,
-        dimensions=check_dimensions(dimensions, state),
+        dimensions=dims,
         search_types=types,
         data_state=state,
-        filters=tuple(check_filter(f) for f in filters),
+        filters=checked_filters,
     )
+
+
+def clamp_start(first: date, last: date, oldest: date, what: str) -> date:
+    """``first``, or ``oldest`` with a :class:`HorizonWarning` if ``first`` is older; refuse a
+    range that ends before ``oldest``. A halted run re-run the next day must not fail because
+    the horizon moved overnight."""
+    if last < oldest:
+        raise ConfigError(f"the whole range {first} to {last} is older than {what}; the "
+                          f"earliest day is {oldest}")
+    if first < oldest:
+        warnings.warn(f"start {first} is older than {what}; starting at the earliest day, "
+                      f"{oldest}", HorizonWarning, stacklevel=3)
+        return oldest
+    return first
+
+
+def check_search_types(types: Sequence[str], dimensions: Sequence[str],
+                       filters: Sequence[Filter]) -> None:
+    """Refuse dimension and filter combinations Google rejects for a search type."""
+    no_query = [t for t in types if t in NO_QUERY_TYPES]
+    if not no_query:
+        return
+    kind = no_query[0]
+    hint = (f"; backfill {kind} on its own" if len(types) > 1 else "")
+    if "query" in dimensions:
+        rest = ",".join(d for d in dimensions if d != "query") or "date,page"
+        raise ConfigError(f"search type {kind!r} has no query data and Google rejects the query "
+                          f"dimension for it: use dimensions {rest!r}{hint}")
+    if any(f.dimension == "query" for f in filters):
+        raise ConfigError(f"search type {kind!r} has no query data and Google rejects a query "
+                          f"filter for it: drop the query filter{hint}")
 
 
 def plan(query: Query) -> list[Slice]:

@@ -8,6 +8,7 @@ plus a label) sits under it. The engine never imports this module; it only emits
 from __future__ import annotations
 
 import sys
+from collections import Counter
 from typing import Any, TextIO
 
 from tqdm.auto import tqdm as auto_tqdm
@@ -66,6 +67,7 @@ class Progress:
         self._bar: Any = None
         self._gauge: QpmGauge | None = None
         self._postfix: dict[str, Any] = {}
+        self._counts: Counter[str] = Counter()
 
     def __repr__(self) -> str:
         return f"Progress(notebook={self.notebook})"
@@ -85,10 +87,10 @@ class Progress:
             return
         elif event.kind in ("slice_done", "slice_failed"):
             if event.kind == "slice_failed":
-                self._postfix["failed"] = self._postfix.get("failed", 0) + 1
+                self._counts["failed"] += 1
             else:
-                self._postfix["rows"] = self._postfix.get("rows", 0) + data["rows"]
-            self._bar.set_postfix(self._postfix, refresh=False)
+                self._counts["rows"] += data["rows"]
+            self._show_counts()
             self._bar.update(1)
         elif event.kind == "qpm":
             self._postfix["qpm"] = f"{data['qpm']:.0f}"
@@ -97,7 +99,8 @@ class Progress:
             if self._gauge is not None:
                 self._gauge.update(data["qpm"], data["in_window"], data["peak"])
         elif event.kind == "retry":
-            self._postfix["retries"] = self._postfix.get("retries", 0) + 1
+            self._counts["retries"] += 1
+            self._show_counts()
         elif event.kind == "halt":
             self._bar.set_description("halted")
         elif event.kind == "run_end":
@@ -119,6 +122,14 @@ class Progress:
         else:
             self._bar = std_tqdm(**kwargs)
         self._postfix = {"qpm": "0", "window": f"0/{data['qpm']}"}
+        self._counts = Counter(rows=0)
+
+    def _show_counts(self) -> None:
+        # formatted here: tqdm prints a number in whichever of plain or %.3g is shorter, so a
+        # growing count jumps between 1458386 and 1.5e+6
+        self._postfix.update((name, f"{count:,}") for name, count in self._counts.items()
+                             if count or name == "rows")
+        self._bar.set_postfix(self._postfix, refresh=False)
 
     def close(self) -> None:
         if self._bar is not None:

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import dataclasses
 import os
+import sys
 from collections.abc import Coroutine, Iterable
 from dataclasses import dataclass
 from datetime import date
@@ -19,12 +20,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from . import auth
+from .auth.pool import CredentialPool
 from .client import Client
 from .config import EngineConfig, check_writable
 from .coordinator import Engine, Report
 from .events import AuditLog, Emitter, Listener
 from .planner import Filter, make_query, plan
 from .ratelimit import SlidingWindowLimiter
+from .sites import preflight as check_access
 from .store import Database, Store
 
 T = TypeVar("T")
@@ -94,7 +97,9 @@ async def backfill_async(
     filters: Iterable[Filter | str] = (),
     db: str | os.PathLike[str] = "gsc.duckdb",
     token: str | auth.TokenSource | auth.Credentials | None = None,
-    credentials: str | os.PathLike[str] | None = None,
+    credentials: auth.FileArg | Iterable[auth.FileArg] | None = None,
+    impersonate: str | None = None,
+    preflight: bool = True,
     config: EngineConfig | None = None,
     max_concurrency: int | None = None,
     qpm: int | None = None,
@@ -108,7 +113,10 @@ async def backfill_async(
 ) -> Report:
     """Backfill Search Analytics data for ``site`` from ``start`` to ``end`` into ``db``.
 
-    Days already committed are skipped (``force=True`` re-fetches them). Returns a
+    Days already committed are skipped (``force=True`` re-fetches them). ``credentials`` may
+    be a list of files: a pool whose per-user quotas add up. Unless ``preflight=False``, one
+    ``sites.list`` per credential checks every site is readable before anything is written.
+    Returns a
     :class:`Report`; raises :class:`ConfigError` for bad input (nothing sent, nothing written) and
     :class:`RunHalted` when an unrecoverable error stopped the run (completed days are kept).
     """
@@ -118,10 +126,12 @@ async def backfill_async(
                  ("qpm_window_s", qpm_window_s), ("base_url", base_url))
     overrides: dict[str, Any] = {k: v for k, v in shortcuts if v is not None}
     cfg = dataclasses.replace(config or EngineConfig(), **overrides)
-    creds = auth.resolve(token, credentials)
+    members = auth.resolve_all(token, credentials, impersonate=impersonate)
     if audit_log is not None:  # before the store, which creates the database file
         check_writable(audit_log, "audit log")
     slices = plan(query)
+    # the pre-flight: an unreadable site is bad input, refused before the database exists
+    access = await check_access(query.sites, members, cfg.base_url) if preflight else None
     emitter = Emitter(listeners)
     closers: list[Any] = []
     store = Store(db, memory_limit=cfg.db_memory_limit, wait=cfg.db_wait_s)
@@ -134,10 +144,14 @@ async def backfill_async(
         if display is not None:
             closers.append(display)
             emitter.add(display)
+        if progress is not False and progress != "off":  # a person is watching
+            for creds in members:
+                print(f"gsckit: credentials: {creds.source}", file=sys.stderr)
+        pool = CredentialPool(members, access.serving if access else None, emitter)
         done = set() if force else store.completed(slices)
         todo = [s for s in slices if s.key not in done]
         limiter = SlidingWindowLimiter(cfg.qpm, cfg.qpm_window_s)
-        async with Client(cfg, creds, limiter, emitter) as client:
+        async with Client(cfg, pool, limiter, emitter) as client:
             engine = Engine(todo, config=cfg, client=client, store=store, emit=emitter,
                             skipped=len(slices) - len(todo))
             return await engine.run()

@@ -20,6 +20,8 @@ from gsckit.parse import METRICS as PARSE_METRICS
 from gsckit.planner import pacific_today
 from gsckit.sim import SimConfig, Simulator
 
+from .oauth_helpers import rsa_keys  # noqa: F401 (the auth tests' session key fixture)
+
 TOKEN = "test-token-Zq9xK"
 SITE = "sc-domain:example.com"
 METRICS = list(PARSE_METRICS)

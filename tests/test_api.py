@@ -16,9 +16,10 @@ from .conftest import SITE, TOKEN, day_range
 
 def test_all_is_sorted_complete_and_reports_the_gsckit_module():
     public = {n for n in dir(gsckit) if not n.startswith("_")} - {
-        "annotations", "auth", "cli", "client", "config", "coordinator", "errors", "events",
+        "annotations", "auth", "cli", "cli_connect", "client", "config", "coordinator", "errors",
+        "events",
         "parse", "planner", "progress", "ratelimit", "runner", "store", "version",
-        "PackageNotFoundError", "sim"}
+        "PackageNotFoundError", "sim", "signals"}
     assert gsckit.__all__ == sorted(gsckit.__all__)
     assert set(gsckit.__all__) - {"__version__"} == public
     for name in gsckit.__all__:
@@ -30,7 +31,7 @@ def test_all_is_sorted_complete_and_reports_the_gsckit_module():
 def test_every_error_is_a_gsckit_error_with_an_exit_code():
     for name in gsckit.__all__:
         obj = getattr(gsckit, name)
-        if isinstance(obj, type) and issubclass(obj, Exception):
+        if isinstance(obj, type) and issubclass(obj, Exception) and not issubclass(obj, Warning):
             assert issubclass(obj, gsckit.GsckitError), name
             assert obj.exit_code in (1, 2, 75)
     assert gsckit.ConfigError.exit_code == 2

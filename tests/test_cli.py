@@ -6,12 +6,17 @@ sync and the simulator runs in a thread); a few run ``python -m gsckit`` for tru
 
 from __future__ import annotations
 
+import argparse
 import functools
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import time
+from datetime import timedelta
 from pathlib import Path
 
 import duckdb
@@ -20,10 +25,12 @@ import pytest
 import gsckit
 import gsckit.cli
 from gsckit import EngineConfig, RetryPolicy
-from gsckit.cli import main
+from gsckit.cli import EXIT_CODES, build_parser, main
+from gsckit.planner import earliest_day, pacific_today
 from gsckit.sim import Faults
 
-from .conftest import SITE, TOKEN, assert_matches_truth, day_range, days_ago
+from .conftest import SITE, TOKEN, assert_matches_truth, day_range, days_ago, duplicate_keys
+from .test_resume import committed_slices, ledger_consistent
 
 SUMMARY_KEYS = {"requests", "retries", "rows", "slices", "wall_s", "peak_qpm", "halted"}
 BACKFILL_FLAGS = ("--start", "--end", "--dimensions", "--search-type", "--data-state", "--db",
@@ -79,7 +86,17 @@ BAD_INPUT = {
     "end_before_start": ({"--start": str(days_ago(5)), "--end": str(days_ago(10))}, [],
                          "is after end"),
     "end_in_future": ({"--end": str(days_ago(-2))}, [], "in the future"),
-    "start_older_than_16_months": ({"--start": str(days_ago(600))}, [], "16 months"),
+    "range_older_than_16_months": ({"--start": str(days_ago(600)), "--end": str(days_ago(550))},
+                                   [], "16 months"),
+    "hourly_range_older_than_10_days": ({"--start": str(days_ago(14)), "--end": str(days_ago(12)),
+                                         "--data-state": "hourly_all", "--dimensions": "hour"},
+                                        [], "hourly data"),
+    "discover_with_query_dimension": ({"--search-type": "discover"}, [], "query dimension"),
+    "googlenews_with_query_dimension": ({"--search-type": "googleNews",
+                                         "--dimensions": "query"}, [], "query dimension"),
+    "discover_with_query_filter": ({"--search-type": "discover", "--dimensions": "date,page"},
+                                   ["--filter", "query contains shoes"], "query filter"),
+    "web_and_googlenews_with_query": ({"--search-type": "web,googleNews"}, [], "on its own"),
     "site_without_trailing_slash": ({"site": "https://www.example.com"}, [], "end with '/'"),
     "percent_encoded_site": ({"site": "sc-domain%3Aexample.com"}, [], "percent-encoded"),
     "site_not_a_property": ({"site": "example.com"}, [], "not a search console property"),
@@ -307,7 +324,13 @@ def test_status_of_an_empty_or_missing_database(tmp_path, capsys):
     assert not (tmp_path / "missing.duckdb").exists()
 
 
-# --- help and demo --------------------------------------------------------------------------
+# --- help -----------------------------------------------------------------------------------
+
+def subcommands() -> dict[str, argparse.ArgumentParser]:
+    action = next(a for a in build_parser()._actions
+                  if isinstance(a, argparse._SubParsersAction))
+    return dict(action.choices)
+
 
 @pytest.mark.parametrize("command, words", [
     ("backfill", "commit each day atomically"),
@@ -322,11 +345,37 @@ def test_every_subcommand_has_help(capsys, command, words):
     assert words in " ".join(out.split())
 
 
-def test_top_level_help_lists_every_subcommand(capsys):
+@pytest.mark.parametrize("command", sorted(subcommands()))
+def test_help_shows_every_default_and_the_exit_codes(capsys, command):
+    code, out, _ = cli(capsys, command, "--help")
+    assert code == 0
+    flat = " ".join(out.split())
+    parser = subcommands()[command]
+    formatter = parser._get_formatter()
+    for action in parser._actions:
+        if not action.option_strings or action.nargs == 0 or action.required:
+            continue  # positionals, on/off flags and required options have no default
+        shown = " ".join(formatter._expand_help(action).split())
+        assert shown in flat, f"{action.option_strings[0]}: help not shown as expected"
+        assert "default" in shown, f"{command} {action.option_strings[0]} hides its default"
+        if action.default not in (None, []):
+            assert str(action.default) in shown, (action.option_strings[0], shown)
+    epilog = out.split("exit codes:", 1)[1].splitlines()[1:]
+    codes = {int(line.split()[0]): " ".join(line.split()[1:]) for line in epilog}
+    assert {0, 2} <= set(codes), codes
+    assert all(EXIT_CODES[c] == text for c, text in codes.items())
+
+
+def test_top_level_help_lists_every_subcommand_and_every_exit_code(capsys):
     code, out, _ = cli(capsys, "--help")
     assert code == 0
     for command in ("backfill", "status", "sim", "demo"):
         assert command in out
+    table = out.split("exit codes:", 1)[1]
+    for status, meaning in {0: "success", 1: "incomplete", 2: "bad input", 75: "busy",
+                            130: "Ctrl-C", 143: "SIGTERM"}.items():
+        assert any(line.split()[:1] == [str(status)] and meaning in line
+                   for line in table.splitlines()), (status, table)
     code, _, err = cli(capsys)
     assert code == 2 and one_error_line(err)
 
@@ -338,20 +387,148 @@ def test_backfill_help_names_every_flag(capsys):
     assert missing == []
 
 
-def test_demo_runs_offline_and_prints_top_queries(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    code, out, err = cli(capsys, "demo", "--days", "5", "--latency-ms", "20", "--no-progress")
+# --- the newcomer's path ------------------------------------------------------------------------
+
+VENV_GSCKIT = Path(sys.executable).parent / "gsckit"
+FRESH_PATH = "/usr/bin:/bin"
+
+
+def pasted_commands(out: str, header: str) -> list[str]:
+    """The indented lines printed under ``header``: what a newcomer pastes."""
+    after = out.split(header, 1)[1].splitlines()[1:]
+    lines = []
+    for line in after:
+        if not line.startswith("  "):
+            break
+        lines.append(line.strip())
+    return lines
+
+
+def in_a_fresh_shell(line: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Paste ``line`` into a new login-less bash: no virtualenv, a bare PATH, no token."""
+    env = {"PATH": FRESH_PATH, "HOME": str(cwd), "TMPDIR": str(cwd), "LANG": "C.UTF-8"}
+    return subprocess.run(["bash", "-c", line], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+@pytest.mark.slow
+def test_demo_removes_its_temporary_database_and_its_commands_work_in_a_fresh_shell(
+        tmp_path, capsys, monkeypatch):
+    assert VENV_GSCKIT.is_file(), "the gsckit script is installed next to this Python"
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    # run as `.venv/bin/gsckit demo` run by make: the venv is not on the shell's PATH
+    monkeypatch.setattr(sys, "argv", [str(VENV_GSCKIT)])
+    monkeypatch.setenv("PATH", FRESH_PATH)
+    monkeypatch.delenv("VIRTUAL_ENV", raising=False)
+    code, out, err = cli(capsys, "demo", "--days", "3", "--latency-ms", "0", "--no-progress")
     assert code == 0, err
     assert "simulator on http://127.0.0.1:" in out
-    assert "complete: 5 days committed" in out
-    assert "Top queries in" in out
-    table = out.split("Top queries in", 1)[1]
+    assert "complete: 3 days committed" in out
+    table = out.split("Top queries:", 1)[1]
     for column in ("query", "clicks", "impressions", "ctr"):
         assert column in table
-    [db] = tmp_path.glob("gsckit-demo-*/demo.duckdb")
-    assert gsckit.open(db).days().height == 5
+    assert list(temp.iterdir()) == [], "the demo left its temporary database behind"
+
+    lines = pasted_commands(out, "The temporary database was removed.")
+    assert lines[0] == f"{VENV_GSCKIT} demo --days 3 --latency-ms 0 --db demo.duckdb"
+    assert any(line.startswith(f"{VENV_GSCKIT} status") for line in lines)
+    shell = tmp_path / "shell"
+    shell.mkdir()
+    results = [in_a_fresh_shell(line, shell) for line in lines]
+    for line, result in zip(lines, results, strict=True):
+        assert result.returncode == 0, (line, result.stderr)
+        assert "command not found" not in result.stderr
+    assert "complete: 3 days committed" in results[0].stdout
+    kept = pasted_commands(results[0].stdout, "Explore it")
+    assert kept[0] == f"{VENV_GSCKIT} status --db {shell / 'demo.duckdb'}"
+    assert "sc-domain:demo.example" in results[1].stdout and "date,query,page" in results[1].stdout
+    assert "shape:" in results[2].stdout
+    assert gsckit.open(shell / "demo.duckdb").days().height == 3
     code, out, err = cli(capsys, "demo", "--days", "0")
     assert code == 2 and "--days" in one_error_line(err)
+
+
+@pytest.mark.slow
+def test_the_lines_gsckit_sim_prints_work_in_a_fresh_shell(tmp_path):
+    env = {"PATH": FRESH_PATH, "HOME": str(tmp_path), "LANG": "C.UTF-8"}
+    server = subprocess.Popen([str(VENV_GSCKIT), "sim", "--port", "0", "--rows-per-day", "300"],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out = ""
+        while "status --db" not in out:
+            line = server.stdout.readline()
+            assert line, f"the simulator stopped: {server.stderr.read()}"
+            out += line
+        assert out.startswith("gsckit simulator listening on http://127.0.0.1:")
+        lines = pasted_commands(out, "Try it from another shell")
+        dry_run, backfill, _ = lines[:3]
+        assert backfill.startswith(f"{VENV_GSCKIT} backfill sc-domain:demo.example --start ")
+        assert "--base-url http://127.0.0.1:" in backfill and "--token " in backfill
+        assert dry_run == f"{backfill} --dry-run"
+        results = [in_a_fresh_shell(line, tmp_path) for line in lines]
+    finally:
+        server.send_signal(signal.SIGTERM)
+        _, server_err = server.communicate(timeout=30)
+    assert server.returncode == 0, server_err
+    for line, result in zip(lines, results, strict=True):
+        assert result.returncode == 0, (line, result.stderr)
+    assert "7 days planned over 1 site(s): 0 already complete, 7 to fetch" in results[0].stdout
+    assert results[1].stdout.startswith("complete: 7 days committed")
+    assert "sc-domain:demo.example" in results[2].stdout
+    assert gsckit.open(tmp_path / "sim.duckdb").days().height == 7
+
+
+def test_sim_on_a_busy_port_is_one_line_exit_2(capsys):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        code, out, err = cli(capsys, "sim", "--port", port)
+    line = one_error_line(err)
+    assert code == 2 and out == ""
+    assert f"cannot listen on 127.0.0.1:{port}" in line and "--port" in line
+
+
+# --- stopping like a service --------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_sigterm_cancels_like_ctrl_c_and_a_rerun_resumes_to_the_truth(thread_sim, tmp_path,
+                                                                     capsys):
+    sim = thread_sim(rows_per_day=2_000, latency_s=0.2)
+    days = day_range(45, 30)
+    db, audit = tmp_path / "gsc.duckdb", tmp_path / "audit.jsonl"
+    argv = ["backfill", SITE, "--start", days[0], "--end", days[-1], "--db", db,
+            "--base-url", sim.base_url, "--no-progress", "--json"]
+    env = {**os.environ, "GSC_ACCESS_TOKEN": TOKEN}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gsckit", *map(str, argv), "--concurrency", "2",
+         "--audit-log", str(audit)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True)
+    deadline = time.monotonic() + 60
+    while committed_slices(audit) < 3 and proc.poll() is None:
+        assert time.monotonic() < deadline, "the backfill never got going"
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 143, err
+    assert err.splitlines() == ["gsckit: terminated (SIGTERM); completed days are saved, "
+                                "re-run to resume"]
+    assert out == ""
+    saved = ledger_consistent(db)
+    assert 3 <= saved < len(days), "the run was stopped mid-way with its finished days saved"
+    assert duplicate_keys(db) == 0
+
+    sim.do(sim.sim.configure, latency_s=0.0)
+    sim.do(sim.sim.reset_stats)
+    code, out, err = cli(capsys, *argv, "--concurrency", "8", "--token", TOKEN)
+    assert code == 0, err
+    summary = json.loads(out.splitlines()[-1])
+    assert (summary["skipped"], summary["done"]) == (saved, len(days) - saved)
+    assert sim.stats()["requests"] == len(days) - saved
+    assert ledger_consistent(db) == len(days) and duplicate_keys(db) == 0
+    sim.do(assert_matches_truth, db, sim.sim, days)
 
 
 def test_dry_run_needs_no_credentials_and_writes_nothing(thread_sim, tmp_path, capsys,
@@ -365,3 +542,22 @@ def test_dry_run_needs_no_credentials_and_writes_nothing(thread_sim, tmp_path, c
     assert json.loads(out) == {"slices": 5, "skipped": 0, "todo": 5, "requests": 5,
                                "min_seconds": 0.3, "sites": 1}
     assert not db.exists()
+
+
+def test_a_start_past_the_horizon_moves_with_one_warning_line(thread_sim, tmp_path, capsys):
+    oldest = earliest_day(pacific_today())
+    start, end = oldest - timedelta(days=30), oldest + timedelta(days=2)
+    warning = (f"gsckit: warning: start {start} is older than Search Console's 16 months of "
+               f"data; starting at the earliest day, {oldest}")
+    db = tmp_path / "gsc.duckdb"
+    code, out, err = cli(capsys, "backfill", SITE, "--start", start, "--end", end, "--db", db,
+                         "--dry-run", "--json")
+    assert (code, err.splitlines()) == (0, [warning])
+    assert json.loads(out)["todo"] == 3
+    sim = thread_sim(rows_per_day=20)
+    code, out, err = cli(capsys, "backfill", SITE, "--start", start, "--end", end, "--db", db,
+                         "--base-url", sim.base_url, "--token", TOKEN, "--no-progress")
+    assert (code, err.splitlines()) == (0, [warning])
+    assert out.startswith("complete: 3 days committed")
+    assert sim.stats()["requests"] == 3
+    sim.do(assert_matches_truth, db, sim.sim, [oldest + timedelta(days=i) for i in range(3)])

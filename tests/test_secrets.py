@@ -30,6 +30,7 @@ from gsckit.ratelimit import SlidingWindowLimiter
 from gsckit.sim import Faults
 
 from .conftest import SITE, day_range, run
+from .oauth_helpers import sa_email
 
 CANARY = "ya29.CANARY-" + "x" * 40
 KEY_CANARY = "CANARYKEY" + "Q" * 40
@@ -91,7 +92,7 @@ async def test_canary_token_reaches_no_log_database_report_or_error(make_sim, db
     more = day_range(40, 3)
     with pytest.raises(RunHalted) as info:
         await run(strict, db, more[0], more[-1], token=CANARY, config=FAST, audit_log=audit,
-                  listeners=[events.append])
+                  listeners=[events.append], preflight=False)
     halted = info.value
     assert isinstance(halted.cause, gsckit.Unauthorized)
 
@@ -210,7 +211,7 @@ def test_cli_output_never_shows_the_token(thread_sim, tmp_path, capsys):
     outputs.append(text)
     code, text = cli(capsys, "backfill", SITE, "--start", days[0], "--end", days[0], "--db",
                      tmp_path / "other.duckdb", "--base-url", strict.base_url, "--token", CANARY,
-                     "--no-progress", "--json")
+                     "--no-progress", "--json", "--no-preflight")
     assert code == 1 and '"halted": true' in text
     outputs.append(text)
     # bad input next to a valid token, and a token the CLI refuses
@@ -309,7 +310,85 @@ async def test_refresh_failure_message_has_no_secret():
                 f"invalid_grant: Token has been expired or revoked ({REFRESH_CANARY})",
                 {"error": "invalid_grant", "refresh_token": REFRESH_CANARY})
 
-    creds = GoogleCredentials(Refusing(), "user:cid")
-    with pytest.raises(CredentialsError, match="invalid_grant") as info:
+    creds = GoogleCredentials(Refusing(), "user:cid", "a Google account (file user.json)")
+    with pytest.raises(gsckit.CredentialRefused, match="invalid_grant") as info:
         await creds.token()
     assert_no_canary(everything_about(info.value), "a refresh error", REFRESH_CANARY)
+
+
+# --- every file and output of the auth commands ---------------------------------------------
+
+ACCESS_CANARY = "ya29.CANARYACCESS-"
+REFRESH_PREFIX = "1//CANARYREFRESH-"
+
+
+def test_auth_commands_write_and_print_no_secret(thread_sim, tmp_path, capsys, monkeypatch,
+                                                 rsa_keys):
+    """login, sites, doctor, backfill (key file, then the login file), a revoked credential and
+    status: every output, the audit log, the database and its WAL hold no token, key or client
+    secret; the login file holds only what it must (the refresh token, mode 0600) and no
+    access token."""
+    import webbrowser
+
+    from .oauth_helpers import CLIENT_ID, CLIENT_SECRET, client_secrets, service_account
+    from .test_auth import FollowingBrowser
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path / "gcloud"))
+    sim = thread_sim(rows_per_day=300, faults=Faults(seed=4, rates={"500": 0.2}))
+    oauth = sim.sim.oauth
+    oauth.token_prefix, oauth.refresh_prefix = ACCESS_CANARY, REFRESH_PREFIX
+    key_lines = [line for line in rsa_keys[0].splitlines() if "PRIVATE KEY" not in line]
+    secrets_file = client_secrets(sim.sim, tmp_path)
+    oauth.add_user("alice", CLIENT_ID, {SITE: "siteOwner"})
+    key = service_account(sim.sim, rsa_keys, tmp_path, "bot", {SITE: "siteFullUser"})
+    outputs = []
+
+    browser = FollowingBrowser()
+    webbrowser.register(browser.name, None, browser)
+    login_file = gsckit.login(secrets_file, browser=browser.name, timeout_s=30)
+    for thread in browser.threads:
+        thread.join(20)
+    outputs.append(capsys.readouterr())
+    days = [str(d) for d in day_range(20, 3)]
+    db, audit = tmp_path / "gsc.duckdb", tmp_path / "audit.jsonl"
+    common = ["--base-url", sim.base_url]
+    run_args = ["--start", days[0], "--end", days[-1], "--db", db, "--audit-log", audit]
+    for argv in (["sites", *common, "--credentials", key],
+                 ["sites", *common],  # the login file
+                 ["doctor", SITE, "https://example.com/", *common, "--credentials", key],
+                 ["doctor", SITE, *common, "--json"],
+                 ["backfill", SITE, *run_args, *common, "--credentials", key],
+                 ["backfill", SITE, *run_args, *common, "--force", "--json"],
+                 ["status", "--db", db]):
+        code, text = cli(capsys, *argv)
+        assert code in (0, 1), text
+        outputs.append(text)
+    oauth.revoke(f"sa:{sa_email('bot')}")
+    for argv in (["backfill", SITE, *run_args, *common, "--credentials", key, "--force"],
+                 ["backfill", SITE, *run_args, *common, "--credentials", key, "--force",
+                  "--no-preflight"],
+                 ["doctor", SITE, *common, "--credentials", key]):
+        code, text = cli(capsys, *argv)
+        assert code == 1 and "invalid_grant" in text
+        outputs.append(text)
+
+    secrets = (ACCESS_CANARY, REFRESH_PREFIX, CLIENT_SECRET, *key_lines)
+
+    def clean(data: bytes | str, where: str) -> None:
+        blob = data.encode() if isinstance(data, str) else data
+        for secret in secrets:
+            assert secret.encode() not in blob, f"a secret leaked into {where}"
+
+    for out in outputs:
+        clean(str(out), "command output")
+    written = [p for p in tmp_path.rglob("*") if p.is_file()
+               and p not in (key, secrets_file, login_file)]
+    assert audit in written and db in written
+    for path in written:
+        clean(path.read_bytes(), str(path))
+    # the login file: the refresh token it exists to keep, owner-only, and no access token
+    kept = login_file.read_text()
+    assert login_file.stat().st_mode & 0o777 == 0o600 and REFRESH_PREFIX in kept
+    assert ACCESS_CANARY not in kept and not any(line in kept for line in key_lines)
+    assert oauth.token_requests >= 4  # tokens really were issued, so the scan had prey

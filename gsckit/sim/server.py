@@ -30,6 +30,7 @@ from .api import (
 )
 from .config import SimConfig
 from .data import _build_slice, _SliceSpec
+from .oauth import OAuthServer, TokenState
 
 _CACHE_SLICES = 64
 _CACHE_ROWS = 2_000_000
@@ -99,6 +100,7 @@ class Simulator:
         self._quota: dict[str, _Window] = {}
         self._latency_rng = random.Random(config.seed)
         self._in_flight = 0
+        self.oauth = OAuthServer()  # tokens it issues name their principal; see oauth.py
         self.reset_stats()
 
     # lifecycle -----------------------------------------------------------------------------
@@ -112,6 +114,8 @@ class Simulator:
         app.router.add_post("/webmasters/v3/sites/{site}/searchAnalytics/query",
                             self._handle_query)
         app.router.add_get("/webmasters/v3/sites", self._handle_sites)
+        app.router.add_get("/webmasters/v3/sites/{site}", self._handle_site)
+        self.oauth.add_routes(app)
         app.router.add_get("/_sim/stats", self._handle_stats)
         app.router.add_post("/_sim/reset", self._handle_reset)
         app.router.add_post("/_sim/revise", self._handle_revise)
@@ -123,6 +127,7 @@ class Simulator:
         self._runner = runner
         host, port = runner.addresses[0][:2]
         self._base_url = f"http://{host}:{port}/"
+        self.oauth.issuer = self._base_url
 
     async def close(self) -> None:
         """Stop serving; in-flight handlers (e.g. stalls) are cancelled."""
@@ -249,11 +254,16 @@ class Simulator:
     # request handling ------------------------------------------------------------------------
 
     def _token_id(self, request: web.Request) -> str | None:
-        """``token#N`` for an accepted bearer token, else ``None`` (the token is never kept)."""
+        """``token#N`` for an accepted bearer token, else ``None`` (the token is never kept).
+
+        A token the OAuth side issued is its principal's id while it lives (quota is per user)."""
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
             return None
+        state, principal = self.oauth.lookup(token)
+        if state is not TokenState.UNKNOWN:
+            return principal if state is TokenState.VALID else None
         if self.config.tokens is not None and token not in self.config.tokens:
             return None
         digest = hashlib.sha256(token.encode()).hexdigest()
@@ -362,7 +372,7 @@ class Simulator:
                 raise _unauthenticated()
             if over_quota:
                 raise _fault_failure("429", site)
-            if site in config.forbidden_sites:
+            if site in config.forbidden_sites or not self._readable(record.token_id, site):
                 raise _fault_failure("403_permission", site)
             if (config.sites is not None and site not in config.sites) or not (
                     _SAFE_SITE.match(site)):
@@ -396,9 +406,29 @@ class Simulator:
             request.transport.close()  # close() flushes what was written; abort() would not
         return response
 
-    async def _handle_sites(self, request: web.Request) -> web.Response:
-        if self._token_id(request) is None:
+    def _readable(self, token_id: str, site: str) -> bool:
+        return token_id not in self.oauth.principals or self.oauth.can_read(token_id, site)
+
+    async def _handle_site(self, request: web.Request) -> web.Response:
+        """``sites.get``: the caller's permission on one property, else 403 / 404."""
+        token_id, site = self._token_id(request), request.match_info["site"]
+        if token_id is None:
             return self._error(_unauthenticated())
+        level = self.oauth.permission(token_id, site)
+        if site in self.config.forbidden_sites or level is None:
+            return self._error(_fault_failure("403_permission", site))
+        if (self.config.sites is not None and site not in self.config.sites) or not (
+                _SAFE_SITE.match(site)):
+            return self._error(_fault_failure("404", site))
+        return web.json_response({"siteUrl": site, "permissionLevel": level})
+
+    async def _handle_sites(self, request: web.Request) -> web.Response:
+        token_id = self._token_id(request)
+        if token_id is None:
+            return self._error(_unauthenticated())
+        listed = self.oauth.site_entries(token_id)
+        if listed is not None:
+            return web.json_response({"siteEntry": listed} if listed else {})
         config = self.config
         sites = sorted(config.sites) if config.sites is not None else list(self._sites_seen)
         entries = [{"siteUrl": s, "permissionLevel": "siteOwner"} for s in sites
