@@ -161,7 +161,7 @@ def test_a_writer_holding_the_file_makes_readers_busy_after_the_wait_and_a_secon
                              "--wait", "0.2")
         assert code == 75 and f"PID {holder.pid}" in one_error_line(err)
         with pytest.raises(DatabaseLocked, match=f"PID {holder.pid}"):
-            gsckit.open(db, wait=0.2)
+            gsckit.open(db, wait=0.2).days()
         t0 = time.monotonic()
         code, out, err = cli(capsys, "backfill", SITE, "--start", str(day_range(20, 1)[0]),
                              "--end", str(day_range(20, 1)[0]), "--db", db, "--base-url",

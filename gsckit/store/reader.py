@@ -23,7 +23,7 @@ from ..errors import ConfigError, StoreError
 from ..planner import Slice
 from . import schema
 from .access import busy, check_path, connect, holder
-from .locks import Timeout, reader_pass
+from .locks import Timeout, current_writer, reader_pass
 from .schema import LEDGER, TABLE
 from .writer import completed, local_writer
 
@@ -65,7 +65,8 @@ class Database:
 
     ``wait``: seconds a read may wait while another process is writing the file (it gets the
     file between two commits, usually well within a second); past it, :class:`DatabaseLocked`.
-    Opening checks the file once, so a path that is not a gsckit database fails here.
+    Opening checks the file once (unless a gsckit backfill is writing it, which checked it), so
+    a path that is not a gsckit database fails here.
     """
 
     def __init__(self, path: str | os.PathLike[str] = "gsc.duckdb", *,
@@ -77,7 +78,10 @@ class Database:
         if not isinstance(wait, int | float) or wait < 0:
             raise ConfigError(f"wait must be a number of seconds >= 0, got {wait!r}")
         self.wait = float(wait)
-        self._read(lambda con: None)
+        # a file a gsckit writer holds has been checked by it; asking for it here would only
+        # cost a lend, and the first query a second one
+        if current_writer(self.path) is None:
+            self._read(lambda con: None)
 
     def __repr__(self) -> str:
         return f"Database({str(self.path)!r})"
