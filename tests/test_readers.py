@@ -106,6 +106,7 @@ def test_a_reader_process_reads_committed_days_while_a_cli_backfill_runs(thread_
           f"{statistics.median(waits) * 1000:.0f} ms, max {max(waits) * 1000:.0f} ms")
     assert max(waits) < 30
     assert json.loads(out.splitlines()[-1])["done"] == len(days)
+    assert not db.with_name(db.name + ".wal").exists(), "the closing checkpoint folds the WAL in"
     sim.do(assert_matches_truth, db, sim.sim, days)
     assert duplicate_keys(db) == 0
 

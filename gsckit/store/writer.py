@@ -30,12 +30,12 @@ import duckdb
 import polars as pl
 
 from ..config import check_size, check_writable
-from ..errors import CommitError, StoreError
+from ..errors import CommitError, GsckitError, StoreError
 from ..parse import METRICS
 from ..planner import Slice
 from . import schema
 from .access import check_path, connect
-from .locks import WriterSide
+from .locks import Timeout, WriterSide
 from .schema import LEDGER, ROW_COLUMNS, ROWS
 
 # DuckDB's row-group size. A transaction that inserts this many rows has them written straight
@@ -179,9 +179,10 @@ class Store:
 
     # --- the connection and the file's lock -----------------------------------------------
 
-    def _open(self) -> None:
-        """Take the file back from readers and connect (readers are waited for, always)."""
-        self._locks.take(deadline=float("inf"))
+    def _open(self, readers_deadline: float = float("inf")) -> None:
+        """Take the file back from readers (waited for, by default as long as they read) and
+        connect."""
+        self._locks.take(deadline=readers_deadline)
         try:
             con = connect(self.path, read_only=False, deadline=time.monotonic() + self.wait,
                           waited=self.wait)
@@ -233,6 +234,11 @@ class Store:
 
     def close(self) -> None:
         """Checkpoint (fold the WAL into the file), close, and let every reader in."""
+        if self._con is None and self.path.with_name(self.path.name + ".wal").exists():
+            # lent without a checkpoint at the end of the run: fold the WAL in if the file can
+            # be had soon; otherwise the next open replays it, which is just as safe
+            with contextlib.suppress(GsckitError, Timeout, duckdb.Error):
+                self._open(readers_deadline=time.monotonic() + self.wait)
         self._shut(checkpoint=True)
 
     def idle(self) -> None:
