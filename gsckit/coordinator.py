@@ -25,13 +25,13 @@ import polars as pl
 
 from .client import Client, Emit
 from .config import EngineConfig
-from .errors import GsckitError, RunHalted, StoreError
+from .errors import CommitError, GsckitError, RunHalted, StoreError
 from .planner import Slice
 from .store import Commit, Staged, Store
 
 _CONTINUE, _NEW = 0, 1
-# DuckDB's row-group size: a transaction inserting this many rows writes them straight to the
-# file, so the writer groups ready days up to it (and never waits for more to arrive)
+# DuckDB's row-group size: the writer hands ready days to the store in groups up to it (and
+# never waits for more to arrive); the store commits them in transactions below it
 _GROUP_ROWS = 122_880
 # how often an idle writer asks the store whether a reader is waiting for the file
 _IDLE_CHECK_S = 0.05
@@ -295,7 +295,8 @@ class Engine:
             try:
                 results = await asyncio.wrap_future(future)
             except StoreError as exc:
-                for state, result in zip(group, getattr(exc, "committed", ()), strict=False):
+                saved = exc.committed if isinstance(exc, CommitError) else ()
+                for state, result in zip(group, saved, strict=False):
                     self._account(state, result)  # days saved before the failing one
                 self._halted.set()
                 raise _Halt(exc) from None

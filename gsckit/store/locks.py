@@ -2,9 +2,9 @@
 
 DuckDB lets one process write a file, or several read it, never both. gsckit's writer keeps its
 connection while nobody else wants the file (reopening it for every commit costs a backfill 1.6
-times the CPU, benchmarks/readers.py) and gives it up between commits when a reader asks. They coordinate through ``flock`` locks on small files next
-to the database (``flock`` locks belong to an open file, so they also work between threads of one
-process):
+times the CPU, benchmarks/readers.py) and gives it up between commits when a reader asks. They
+coordinate through ``flock`` locks on small files next to the database (``flock`` locks belong to
+an open file, so they also work between threads of one process):
 
 - ``<db>.gsckit-writer``: the writer holds it exclusively for its whole life and writes who it is
   (kind, PID, start) into it; a second writer fails fast, and readers name the holder.
