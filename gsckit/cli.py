@@ -275,7 +275,27 @@ def _add_sim(commands: Any) -> None:
                      help="requests per window, per site and per token, before 429s")
     sim.add_argument("--window-s", type=float, default=60.0, help="the quota window in seconds")
     sim.add_argument("--seed", type=int, default=1, help="data seed")
+    _add_sim_behaviour(sim)
     sim.set_defaults(handler=_sim)
+
+
+def _add_sim_behaviour(sim: argparse.ArgumentParser) -> None:
+    """The simulator's time and completeness settings (gsckit.sim.SimConfig has the details)."""
+    sim.add_argument("--now", help="freeze the simulated clock at this ISO date or time "
+                     "(Pacific; default: the real clock); move it with POST /_sim/clock")
+    sim.add_argument("--final-lag-days", type=int, default=3,
+                     help="days are final through today minus this; newer days are fresh")
+    sim.add_argument("--all-final", action="store_true", help="every day final and static")
+    sim.add_argument("--row-cap", type=int, default=50_000,
+                     help="rows exposed per day and search type")
+    sim.add_argument("--anonymized-share", type=float, default=0.2,
+                     help="share of clicks from anonymized queries")
+    sim.add_argument("--anonymized-dropped-by", choices=("query_filter", "any_filter"),
+                     default="query_filter", help="which filters drop anonymized traffic")
+    sim.add_argument("--filters-after-cap", action="store_true",
+                     help="apply filters after the daily cap instead of before it")
+    sim.add_argument("--metadata-style", choices=("camel", "snake"), default="camel",
+                     help="firstIncompleteDate (camel) or first_incomplete_date (snake)")
 
 
 def _sim(args: argparse.Namespace) -> int:
@@ -283,7 +303,12 @@ def _sim(args: argparse.Namespace) -> int:
 
     config = SimConfig(seed=args.seed, rows_per_day=args.rows_per_day,
                        latency_s=args.latency_ms / 1000, quota_qpm=args.quota_qpm,
-                       window_s=args.window_s)
+                       window_s=args.window_s, now=args.now,
+                       final_lag_days=args.final_lag_days, all_final=args.all_final,
+                       row_cap=args.row_cap, anonymized_share=args.anonymized_share,
+                       anonymized_dropped_by=args.anonymized_dropped_by,
+                       filters_before_cap=not args.filters_after_cap,
+                       metadata_style=args.metadata_style)
     try:
         signals.run(_serve(config, args.host, args.port))
     except (KeyboardInterrupt, signals.Terminated):

@@ -36,13 +36,19 @@ def day_range(first_ago: int, days: int) -> list[date]:
     return [start + timedelta(days=i) for i in range(days)]
 
 
+SIM_DEFAULTS: dict[str, Any] = {"all_final": True}
+"""Settings every fixture simulator starts with unless the test passes its own: every day final,
+so tests that are not about freshness see the same data whatever the hour (pass
+``all_final=False`` for Google's timing, and ``now=...`` to pin the clock)."""
+
+
 @pytest.fixture
 async def make_sim() -> AsyncIterator[Any]:
     """Factory: ``sim = await make_sim(rows_per_day=..., latency_s=...)``; closed after the test."""
     sims: list[Simulator] = []
 
     async def factory(**config: Any) -> Simulator:
-        sim = Simulator(SimConfig(**config))
+        sim = Simulator(SimConfig(**{**SIM_DEFAULTS, **config}))
         await sim.start()
         sims.append(sim)
         return sim
@@ -88,7 +94,7 @@ def thread_sim() -> Iterator[Any]:
     sims: list[ThreadSim] = []
 
     def factory(**config: Any) -> ThreadSim:
-        sim = ThreadSim(SimConfig(**config))
+        sim = ThreadSim(SimConfig(**{**SIM_DEFAULTS, **config}))
         sims.append(sim)
         return sim
 

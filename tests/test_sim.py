@@ -1,19 +1,26 @@
 """The simulator against a real aiohttp client on 127.0.0.1: paging, cap, errors, faults, quota,
 stats, revisions and the speed bound that keeps it out of every benchmark's way.
 
-``make_sim`` (conftest.py) starts a Simulator with the given SimConfig fields and closes it."""
+``make_sim`` (conftest.py) starts a Simulator with the given SimConfig fields and closes it; here
+its clock is pinned at ``NOW`` unless a test passes ``now``, so the tests mean the same on any
+date. The fixture makes every day final; the tests of Google's timing pass ``all_final=False``."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import re
 import statistics
+import subprocess
+import sys
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
+from zoneinfo import ZoneInfo
 
 import aiohttp
 import polars as pl
@@ -22,7 +29,7 @@ from polars.testing import assert_frame_equal
 from yarl import URL
 
 from gsckit.errors import ConfigError
-from gsckit.planner import Filter
+from gsckit.planner import Filter, earliest_day, pacific_today
 from gsckit.sim import (
     COUNTRIES,
     DEVICES,
@@ -31,18 +38,27 @@ from gsckit.sim import (
     SimConfig,
     Simulator,
     api,
-    data,
     keys,
     serve,
 )
+from gsckit.sim.keys import HOME_PAGE, QUERY_SPACE
 
 DAY = date(2026, 3, 14)
+NOW = datetime(2026, 3, 19, 12, 0)
 SITE = "sc-domain:example.com"
 PREFIX_SITE = "https://www.example.com/"
 TOKEN = "ya29.secret-test-token"
 DIMS = ("date", "query", "page")
 
 MakeSim = Callable[..., Awaitable[Simulator]]  # the make_sim fixture from conftest.py
+
+
+@pytest.fixture
+def make_sim(make_sim: MakeSim) -> MakeSim:
+    """conftest's factory with the clock pinned at ``NOW`` (every day final, as there)."""
+    async def factory(**config: Any) -> Simulator:
+        return await make_sim(**{"now": NOW, **config})
+    return factory
 
 
 @pytest.fixture
@@ -127,7 +143,7 @@ async def test_paging_is_exact_and_matches_ground_truth(make_sim: MakeSim,
     assert all(r["keys"][0] == DAY.isoformat() for r in rows)
     clicks = [r["clicks"] for r in rows]
     assert clicks == sorted(clicks, reverse=True) and clicks[0] > clicks[-1] == 0
-    assert all(r["impressions"] >= max(r["clicks"], 1) and 1 <= r["position"] <= 60
+    assert all(r["impressions"] >= max(r["clicks"], 1) and 1 <= r["position"] <= 100
                and r["ctr"] == pytest.approx(r["clicks"] / r["impressions"]) for r in rows)
     assert_frame_equal(as_frame(rows, DIMS), sim.ground_truth(SITE, DAY))
 
@@ -153,17 +169,22 @@ async def test_small_pages_and_defaults(make_sim: MakeSim, session: aiohttp.Clie
         r["keys"] for r in (await fetch_day(session, sim))[2_400:]]
 
 
-async def test_dimension_sets_clamp_and_key_formats(make_sim: MakeSim,
-                                                    session: aiohttp.ClientSession) -> None:
-    sim = await make_sim(rows_per_day=10**6)
+async def test_dimension_sets_and_key_formats(make_sim: MakeSim,
+                                             session: aiohttp.ClientSession) -> None:
+    sim = await make_sim(rows_per_day=20_000)
+    fine = sim.fine_rows(SITE, DAY)
     rows = await fetch_day(session, sim, dims=["country", "device"])
-    assert len(rows) == len(COUNTRIES) * len(DEVICES) == len({tuple(r["keys"]) for r in rows})
-    assert all(re.fullmatch("[a-z]{3}", r["keys"][0]) and r["keys"][1] in DEVICES for r in rows)
+    pairs = {tuple(r["keys"]) for r in rows}
+    assert len(pairs) == len(rows) == fine.select("country", "device").n_unique()
+    assert pairs == set(fine.select("country", "device").unique().iter_rows())
+    assert len({c for c, _ in pairs}) >= 40 and {d for _, d in pairs} == set(DEVICES)
+    assert all(re.fullmatch("[a-z]{3}", c) and c in COUNTRIES for c, _ in pairs)
     rows = await fetch_day(session, sim, dims=["searchAppearance"])
     assert sorted(r["keys"][0] for r in rows) == sorted(SEARCH_APPEARANCES)
     rows = await fetch_day(session, sim, dims=["hour"], dataState="hourly_all")
     assert sorted(r["keys"][0] for r in rows) == [
         f"{DAY.isoformat()}T{h:02d}:00:00-07:00" for h in range(24)]  # 14 March 2026 is PDT
+    assert [r["keys"][0] for r in rows] == sorted(r["keys"][0] for r in rows)  # time order
     rows = await fetch_day(session, sim, dims=[])
     assert len(rows) == 1 and "keys" not in rows[0] and rows[0]["impressions"] > 0
 
@@ -178,10 +199,16 @@ async def test_pages_live_under_the_property(make_sim: MakeSim,
 
 
 def test_key_vocabulary_is_unique() -> None:
-    queries = keys._queries(pl.arange(0, keys._CARDINALITY["query"], eager=True))
-    pages = keys._pages(pl.arange(0, keys._CARDINALITY["page"], eager=True), PREFIX_SITE)
-    assert queries.n_unique() == queries.len() >= 10**6
-    assert pages.n_unique() == pages.len() >= 10**5
+    ranks = pl.arange(0, QUERY_SPACE, eager=True)
+    queries = keys.query_text(ranks, SITE)
+    assert queries.n_unique() == queries.len() == QUERY_SPACE >= 10**6
+    assert queries[0] == "example" and queries.str.starts_with("example ").sum() > 10_000
+    pages = keys.page_text(pl.arange(0, HOME_PAGE + 1, eager=True), PREFIX_SITE)
+    assert pages.n_unique() == pages.len() >= 10**5 and pages[-1] == PREFIX_SITE
+    slots = pl.DataFrame({"r": pl.arange(0, 50_000, eager=True)}).join(
+        pl.DataFrame({"slot": [0, 1, 2, 3]}), how="cross").with_columns(
+        page=keys.page_id(pl.col("r"), pl.col("slot"), SITE))
+    assert slots.select("r", "page").n_unique() == slots.height  # a query's pages differ
 
 
 async def test_data_is_deterministic_per_seed(make_sim: MakeSim) -> None:
@@ -198,7 +225,7 @@ async def test_rows_per_day_can_be_a_function(make_sim: MakeSim,
     sim = await make_sim(rows_per_day=lambda site, search_type, day: 10 + day.day)
     assert len(await fetch_day(session, sim)) == 10 + DAY.day
     assert len(await fetch_day(session, sim, day=DAY - timedelta(1))) == 10 + DAY.day - 1
-    assert sim.ground_truth(SITE, DAY, search_type="discover").height == 10 + DAY.day
+    assert sim.ground_truth(SITE, DAY, search_type="video").height == 10 + DAY.day
 
 
 # ---- filters -----------------------------------------------------------------------------------
@@ -233,26 +260,36 @@ async def test_filters_on_grouped_dimensions(make_sim: MakeSim,
     assert_frame_equal(as_frame(red, DIMS), truth)
 
 
-async def test_filters_on_other_dimensions_keep_a_stable_half(
+async def test_filters_on_other_dimensions_split_each_key_exactly(
         make_sim: MakeSim, session: aiohttp.ClientSession) -> None:
     sim = await make_sim(rows_per_day=4_000)
-    everything = {tuple(r["keys"]) for r in await fetch_day(session, sim)}
+    everything = {tuple(r["keys"]): r for r in await fetch_day(session, sim)}
     kept, dropped = [
-        {tuple(r["keys"]) for r in await fetch_day(session, sim, dimensionFilterGroups=[
+        {tuple(r["keys"]): r for r in await fetch_day(session, sim, dimensionFilterGroups=[
             {"filters": [{"dimension": "country", "operator": op, "expression": "USA"}]}])}
         for op in ("equals", "notEquals")]
-    assert 1_500 < len(kept) < 2_500
-    assert kept | dropped == everything and not kept & dropped
+    fine = sim.fine_rows(SITE, DAY).drop_nulls("query")
+    usa = set(fine.filter(pl.col("country") == "usa").select("query", "page").iter_rows())
+    assert {k[1:] for k in kept} == usa and 0 < len(kept) < len(everything)
+    assert kept.keys() | dropped.keys() == everything.keys() and kept.keys() & dropped.keys()
+    for key, row in everything.items():  # a key's USA and other figures add up to its total
+        parts = [part[key] for part in (kept, dropped) if key in part]
+        for metric in ("clicks", "impressions"):
+            assert sum(p[metric] for p in parts) == row[metric]
+        weighted = sum(p["position"] * p["impressions"] for p in parts) / row["impressions"]
+        assert weighted == pytest.approx(row["position"], rel=1e-12)
 
 
 async def test_row_cap_applies_after_filtering(make_sim: MakeSim) -> None:
     mobile = [Filter("device", "equals", "MOBILE")]
-    sim = await make_sim(rows_per_day=90_000)
-    assert 40_000 < sim.ground_truth(SITE, DAY, filters=mobile).height < 50_000
-    sim.configure(rows_per_day=120_000)
-    assert sim.ground_truth(SITE, DAY, filters=mobile).height == 50_000
-    sim.configure(row_cap=1_000)
-    assert sim.ground_truth(SITE, DAY, filters=mobile).height == 1_000
+    sim = await make_sim(rows_per_day=20_000, row_cap=20_000)
+    uncapped = sim.uncapped_truth(SITE, DAY, filters=mobile)
+    assert 10_000 < uncapped.height < 20_000
+    assert_frame_equal(sim.ground_truth(SITE, DAY, filters=mobile), uncapped)
+    sim.configure(row_cap=5_000)
+    capped = sim.ground_truth(SITE, DAY, filters=mobile)
+    assert_frame_equal(capped, uncapped.head(5_000))
+    assert capped["clicks"].min() >= uncapped["clicks"][5_000]
 
 
 # ---- request validation and errors ------------------------------------------------------------
@@ -265,7 +302,7 @@ async def test_row_cap_applies_after_filtering(make_sim: MakeSim) -> None:
     ({"dimensions": ["query", "colour"]}, "colour"),
     ({"dimensions": ["query", "QUERY"]}, "more than once"),
     ({"dimensions": ["searchAppearance", "query"]}, "Cannot group by search appearance"),
-    ({"endDate": (DAY + timedelta(1)).isoformat()}, "startDate must equal endDate"),
+    ({"endDate": (DAY - timedelta(1)).isoformat()}, "on or before endDate"),
     ({"startDate": "2026-02-30"}, "startDate"),
     ({"type": "shopping"}, "shopping"),
     ({"dataState": "fresh"}, "fresh"),
@@ -275,6 +312,11 @@ async def test_row_cap_applies_after_filtering(make_sim: MakeSim) -> None:
         {"dimension": "query", "operator": "includingRegex", "expression": "(unclosed"}]}]},
      "regular expression"),
     ({"dimensionFilterGroups": [{"groupType": "or", "filters": []}]}, "groupType"),
+    ({"dimensions": ["hour"]}, "HOURLY_ALL"),
+    ({"aggregationType": "byProperty"}, "page"),
+    ({"aggregationType": "sideways"}, "aggregationType"),
+    ({"aggregationType": "byNewsShowcasePanel", "dimensions": ["query"]}, "NEWS_SHOWCASE"),
+    ({"type": "discover"}, "query dimension is not supported for search type discover"),
 ])
 async def test_bad_requests_get_google_shaped_400(make_sim: MakeSim,
                                                   session: aiohttp.ClientSession,
@@ -492,6 +534,28 @@ async def test_quota_per_site_and_per_token(make_sim: MakeSim,
     assert stats["peak_window_by_token"] == {"token#1": 7, "token#2": 2}
 
 
+async def test_load_budget_per_site_then_a_penalty(make_sim: MakeSim,
+                                                   session: aiohttp.ClientSession) -> None:
+    sim = await make_sim(rows_per_day=5, load_budget=3, load_window_s=30, load_penalty_s=0.6)
+    statuses = [(await post(session, sim, body()))[0] for _ in range(4)]
+    assert statuses == [200, 200, 200, 403]
+    _, data, _ = await post(session, sim, body(), token="ya29.other")  # any token: per site
+    assert_google_error(data, 403, "quotaExceeded", "PERMISSION_DENIED", "usageLimits")
+    assert "load quota" in data["error"]["message"]
+    assert (await post(session, sim, body(), site=PREFIX_SITE))[0] == 200
+    await asyncio.sleep(0.65)  # the penalty is over, but the window still holds 3 requests
+    assert (await post(session, sim, body()))[0] == 403
+    sim.configure(load_budget=None)
+    assert (await post(session, sim, body()))[0] == 200
+    sim.configure(load_quota_sites=frozenset({PREFIX_SITE}))  # a load quota that persists
+    _, data, _ = await post(session, sim, body(), site=PREFIX_SITE)
+    assert data["error"]["errors"][0]["reason"] == "quotaExceeded"
+    assert (await post(session, sim, body()))[0] == 200
+    assert sim.stats()["load_limited"] == 4 and sim.stats()["by_status"] == {"200": 6, "403": 4}
+    with pytest.raises(ConfigError, match="load_budget"):
+        SimConfig(load_budget=-1)
+
+
 async def test_stats_peaks_duplicates_and_in_flight(make_sim: MakeSim,
                                                     session: aiohttp.ClientSession) -> None:
     sim = await make_sim(rows_per_day=50, latency_s=0.3, latency_jitter=0.0, window_s=0.5)
@@ -538,11 +602,30 @@ async def test_control_endpoints(make_sim: MakeSim, session: aiohttp.ClientSessi
     async with session.post(f"{sim.base_url}_sim/revise",
                             params={"site": PREFIX_SITE, "day": DAY.isoformat()}) as resp:
         assert resp.status == 200
-    assert not sim.ground_truth(PREFIX_SITE, DAY).equals(
-        Simulator(SimConfig(rows_per_day=120)).ground_truth(PREFIX_SITE, DAY))
+    assert not sim.ground_truth(PREFIX_SITE, DAY).equals(Simulator(SimConfig(
+        rows_per_day=120, now=NOW, all_final=True)).ground_truth(PREFIX_SITE, DAY))
     async with session.post(f"{sim.base_url}_sim/reset") as resp:
         assert resp.status == 200
     assert sim.stats()["requests"] == 0
+    day = {"site": SITE, "day": DAY.isoformat()}
+    for extra, expected in (({"capped": "0"}, sim.uncapped_truth(SITE, DAY)),
+                            ({"final": "1"}, sim.final_truth(SITE, DAY)),
+                            ({"end": (DAY + timedelta(1)).isoformat(), "dimensions": "date"},
+                             sim.ground_truth(SITE, DAY, end=DAY + timedelta(1),
+                                              dimensions=["date"]))):
+        async with session.get(f"{sim.base_url}_sim/truth", params={**day, **extra}) as resp:
+            assert_frame_equal(pl.DataFrame((await resp.json())["rows"]), expected)
+    async with session.get(f"{sim.base_url}_sim/totals", params=day) as resp:
+        totals = await resp.json()
+    assert totals["clicks"] == sim.totals(SITE, DAY).clicks > totals["query_clicks"] > 0
+    assert totals["hidden_clicks_share"] == sim.totals(SITE, DAY).hidden_clicks_share
+    async with session.get(f"{sim.base_url}_sim/anomalies",
+                           params={"site": SITE, "start": "2026-01-01"}) as resp:
+        found = (await resp.json())["anomalies"]
+    assert found == [{"day": a.day.isoformat(), "kind": a.kind, "factor": a.factor}
+                     for a in sim.planted_anomalies(SITE, start=date(2026, 1, 1))] != []
+    async with session.get(f"{sim.base_url}_sim/brand", params={"site": SITE}) as resp:
+        assert (await resp.json()) == {"brand_terms": ["example"]}
 
 
 async def test_revise_changes_keys_and_metrics(make_sim: MakeSim,
@@ -582,6 +665,40 @@ async def test_serve_announces_its_url(capsys: pytest.CaptureFixture[str],
         await task
 
 
+def test_gsckit_sim_takes_the_behaviour_settings() -> None:
+    argv = [sys.executable, "-m", "gsckit", "sim", "--port", "0", "--rows-per-day", "50",
+            "--now", "2026-03-19T12:00", "--final-lag-days", "2", "--metadata-style", "snake",
+            "--anonymized-share", "0.3", "--filters-after-cap", "--row-cap", "40"]
+
+    def ask(url: str | urllib.request.Request) -> Any:
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            return json.loads(resp.read())
+
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, text=True) as proc:
+        try:
+            assert proc.stdout is not None
+            line = proc.stdout.readline()
+            match = re.search(r"listening on (http://127\.0\.0\.1:\d+/)", line)
+            assert match, line
+            base = match.group(1)
+            clock = ask(base + "_sim/clock")
+            assert clock["now"] == "2026-03-19T12:00:00-07:00" and clock["final_lag_days"] == 2
+            answer = ask(urllib.request.Request(
+                base + f"webmasters/v3/sites/{quote(SITE, safe='')}/searchAnalytics/query",
+                data=json.dumps({"startDate": "2026-03-17", "endDate": "2026-03-19",
+                                 "dimensions": ["date"], "dataState": "all"}).encode(),
+                headers={"Authorization": "Bearer x", "Content-Type": "application/json"}))
+            assert answer["metadata"] == {"first_incomplete_date": "2026-03-18"}
+            totals = ask(base + f"_sim/totals?site={quote(SITE)}&day=2026-03-16")
+            assert totals["hidden_clicks_share"] == pytest.approx(0.3, abs=0.02)
+            assert len(ask(base + f"_sim/truth?site={quote(SITE)}&day=2026-03-16")["rows"]) == 40
+        finally:
+            proc.terminate()
+    bad = subprocess.run([*argv[:6], "--now", "yesterday"], capture_output=True, text=True,
+                         timeout=60)
+    assert bad.returncode == 2 and "ISO" in bad.stderr and len(bad.stderr.splitlines()) == 1
+
+
 async def test_lifecycle_errors() -> None:
     sim = Simulator()
     with pytest.raises(RuntimeError, match="not started"):
@@ -592,17 +709,423 @@ async def test_lifecycle_errors() -> None:
             await sim.start()
 
 
+# ---- time like Google ---------------------------------------------------------------------------
+
+TODAY = NOW.date()  # 2026-03-19: with a 3-day lag, final through the 16th, fresh 17th-19th
+
+
+async def google_sim(make_sim: MakeSim, **config: Any) -> Simulator:
+    """A simulator with Google's timing (the fixtures default to every day final)."""
+    return await make_sim(**{"all_final": False, **config})
+
+
+async def fetch_range(session: aiohttp.ClientSession, sim: Simulator, start: date, end: date,
+                      dims: Sequence[str], **extra: Any) -> tuple[list[dict[str, Any]],
+                                                                  dict[str, Any]]:
+    """Every row of a multi-day request, and the first page's whole answer."""
+    rows: list[dict[str, Any]] = []
+    first: dict[str, Any] = {}
+    while True:
+        payload = {**body(dims=dims, start_row=len(rows), **extra),
+                   "startDate": start.isoformat(), "endDate": end.isoformat()}
+        status, data, _ = await post(session, sim, payload)
+        assert status == 200, data
+        first = first or data
+        if "rows" not in data:
+            return rows, first
+        rows.extend(data["rows"])
+
+
+async def test_clock_starts_frozen_moves_on_demand_or_follows_real_time(
+        make_sim: MakeSim, session: aiohttp.ClientSession) -> None:
+    sim = await google_sim(make_sim)
+    assert sim.now == datetime(2026, 3, 19, 12, tzinfo=ZoneInfo("America/Los_Angeles"))
+    await asyncio.sleep(0.01)
+    assert sim.now.isoformat() == "2026-03-19T12:00:00-07:00" and sim.today == TODAY
+    assert sim.advance(days=3, hours=13).isoformat() == "2026-03-23T01:00:00-07:00"
+    assert sim.set_now(date(2026, 1, 5)).isoformat() == "2026-01-05T12:00:00-08:00"
+    assert sim.set_now("2026-02-01T08:30").isoformat() == "2026-02-01T08:30:00-08:00"
+    async with session.post(f"{sim.base_url}_sim/clock", params={"days": "2"}) as resp:
+        clock = await resp.json()
+    assert clock["now"] == "2026-02-03T08:30:00-08:00" and clock["today"] == "2026-02-03"
+    assert clock["newest_final_day"] == "2026-01-31" and clock["first_fresh_day"] == "2026-02-01"
+    async with session.post(f"{sim.base_url}_sim/clock",
+                            params={"now": "2026-03-01T00:00:00+00:00"}) as resp:
+        assert (await resp.json())["now"] == "2026-02-28T16:00:00-08:00"
+    async with session.get(f"{sim.base_url}_sim/clock", params={"now": "2020-01-01"}) as resp:
+        assert (await resp.json())["today"] == "2026-02-28"  # GET never moves the clock
+    async with session.post(f"{sim.base_url}_sim/clock", params={"now": "soon"}) as resp:
+        assert resp.status == 400 and "ISO" in (await resp.json())["error"]
+    real = await make_sim(now=None)
+    assert abs((real.now - datetime.now(ZoneInfo("America/Los_Angeles"))).total_seconds()) < 5
+    real.advance(days=-2)
+    assert real.today == pacific_today() - timedelta(days=2)
+    with pytest.raises(ConfigError, match="ISO"):
+        SimConfig(now="yesterday")
+
+
+async def test_final_data_through_today_minus_lag_fresh_after(
+        make_sim: MakeSim, session: aiohttp.ClientSession) -> None:
+    sim = await google_sim(make_sim, rows_per_day=3_000)
+    assert sim.newest_final_day() == TODAY - timedelta(3)
+    for back in range(6):
+        day = TODAY - timedelta(back)
+        final = await fetch_day(session, sim, day=day)
+        if back >= 3:
+            assert sim.is_final(day) and len(final) == 3_000
+            assert_frame_equal(as_frame(final, DIMS), sim.final_truth(SITE, day))
+            continue
+        assert not sim.is_final(day) and final == []  # 200 without rows
+        assert sim.ground_truth(SITE, day).height == 0
+        fresh = await fetch_day(session, sim, day=day, dataState="all")
+        assert_frame_equal(as_frame(fresh, DIMS), sim.ground_truth(SITE, day, data_state="all"))
+        will_be = {tuple(r)[:2]: r for r in sim.final_truth(SITE, day).iter_rows()}
+        assert 0 < len(fresh) < 3_000
+        for row in fresh:  # fewer rows, each with lower (or equal) figures than once final
+            later = will_be[tuple(row["keys"][1:])]
+            assert row["clicks"] <= later[2] and row["impressions"] <= later[3]
+        totals, final_totals = sim.totals(SITE, day, data_state="all"), sim.totals(
+            SITE, day, final=True)
+        share = totals.clicks / final_totals.clicks  # today: half a day, still collecting
+        assert 0.1 < share < 0.5 if back == 0 else 0.5 < share < 1
+    hours = sim.fine_rows(SITE, TODAY, data_state="all")["hour"]
+    assert hours.max() == 12 and hours.min() == 0  # today: only the hours that have begun
+
+
+async def test_fresh_days_rise_to_their_final_figures_as_time_passes(make_sim: MakeSim) -> None:
+    sim = await google_sim(make_sim, rows_per_day=2_000, now=datetime(2026, 3, 18, 1))
+    day = TODAY - timedelta(1)
+    final, final_clicks = sim.final_truth(SITE, day), sim.totals(SITE, day, final=True).clicks
+    seen = []
+    for _ in range(12):  # every 6 hours from its second hour until it turns final (day + 3)
+        assert not sim.is_final(day)
+        totals = sim.totals(SITE, day, data_state="all")
+        seen.append((totals.clicks, totals.impressions,
+                     sim.ground_truth(SITE, day, data_state="all").height))
+        sim.advance(hours=6)
+    assert sim.is_final(day)
+    assert_frame_equal(sim.ground_truth(SITE, day), final)
+    assert_frame_equal(sim.ground_truth(SITE, day, data_state="all"), final)
+    assert all(a <= b for a, b in itertools.pairwise(seen))
+    assert seen[0][0] < seen[-1][0] < final_clicks and seen[0][2] < seen[-1][2] < final.height
+    sim.advance(days=5)
+    assert_frame_equal(sim.ground_truth(SITE, day), final)  # final data never moves again
+
+
+async def test_a_refetch_counts_as_duplicate_only_while_the_data_is_unchanged(
+        make_sim: MakeSim, session: aiohttp.ClientSession) -> None:
+    sim = await google_sim(make_sim, rows_per_day=300)
+    fresh = body(day=TODAY - timedelta(1), dataState="all")
+    for _ in range(2):
+        assert (await post(session, sim, fresh))[0] == 200
+    assert sim.stats()["duplicates"] == 1
+    sim.advance(hours=1)  # the fresh day moved on: a re-fetch is not waste
+    assert (await post(session, sim, fresh))[0] == 200
+    sim.revise(SITE, DAY)
+    assert (await post(session, sim, body()))[0] == 200
+    sim.revise(SITE, DAY)
+    assert (await post(session, sim, body()))[0] == 200
+    assert sim.stats()["duplicates"] == 1 and sim.stats()["ok"] == 5
+
+
+async def test_lag_and_all_final_are_settings(make_sim: MakeSim) -> None:
+    sim = await google_sim(make_sim, rows_per_day=500, final_lag_days=1)
+    assert sim.is_final(TODAY - timedelta(1)) and not sim.is_final(TODAY)
+    assert sim.newest_final_day() == TODAY - timedelta(1)
+    kind = await make_sim(rows_per_day=500)  # the fixtures' every-day-final mode
+    assert kind.is_final(TODAY) and kind.newest_final_day() == TODAY
+    today = kind.ground_truth(SITE, TODAY)
+    assert today.height == 500
+    kind.advance(days=2, hours=5)
+    assert_frame_equal(kind.ground_truth(SITE, TODAY), today)  # static: time changes nothing
+    assert not kind.is_final(kind.today + timedelta(1))
+
+
+@pytest.mark.parametrize(("style", "day_key", "hour_key"), [
+    ("camel", "firstIncompleteDate", "firstIncompleteHour"),
+    ("snake", "first_incomplete_date", "first_incomplete_hour"),
+])
+async def test_metadata_marks_the_first_incomplete_date_and_hour(
+        make_sim: MakeSim, session: aiohttp.ClientSession, style: str, day_key: str,
+        hour_key: str) -> None:
+    sim = await google_sim(make_sim, rows_per_day=200, metadata_style=style)
+    start = TODAY - timedelta(9)
+    rows, data = await fetch_range(session, sim, start, TODAY, ["date"], dataState="all")
+    assert data["metadata"] == {day_key: (TODAY - timedelta(2)).isoformat()}
+    assert [r["keys"][0] for r in rows] == [(start + timedelta(k)).isoformat()
+                                           for k in range(10)]
+    _, data = await fetch_range(session, sim, TODAY - timedelta(1), TODAY, ["date", "query"],
+                                dataState="all")
+    assert data["metadata"] == {day_key: (TODAY - timedelta(1)).isoformat()}
+    for dims, extra, end in ((["query"], {"dataState": "all"}, TODAY),
+                             (["date"], {"dataState": "final"}, TODAY),
+                             (["date"], {"dataState": "all"}, TODAY - timedelta(3))):
+        _, data = await fetch_range(session, sim, start, end, dims, **extra)
+        assert "metadata" not in data, (dims, extra, end)
+    rows, data = await fetch_range(session, sim, TODAY - timedelta(1), TODAY, ["hour"],
+                                   dataState="hourly_all")
+    assert data["metadata"] == {hour_key: f"{TODAY - timedelta(1)}T00:00:00-07:00"}
+    begun = [f"{d}T{h:02d}:00:00-07:00" for d in (TODAY - timedelta(1), TODAY)
+             for h in range(24)][: 24 + 13]  # today up to its 12:00 hour, the one under way
+    stamps = [r["keys"][0] for r in rows]
+    assert stamps == [b for b in begun if b in stamps] and len(stamps) >= 30
+
+
+async def test_hourly_rows_only_for_recent_days_and_no_data_outside_retention(
+        make_sim: MakeSim, session: aiohttp.ClientSession) -> None:
+    sim = await google_sim(make_sim, rows_per_day=300)
+    hourly = {"dims": ["hour"], "dataState": "hourly_all"}
+    assert len(await fetch_day(session, sim, day=TODAY - timedelta(10), **hourly)) == 24
+    assert await fetch_day(session, sim, day=TODAY - timedelta(11), **hourly) == []
+    assert len(await fetch_day(session, sim, day=TODAY - timedelta(11))) == 300
+    hour_rows = await fetch_day(session, sim, day=TODAY - timedelta(5), **hourly)
+    date_rows = await fetch_day(session, sim, day=TODAY - timedelta(5), dims=["date"])
+    assert sum(r["clicks"] for r in hour_rows) == date_rows[0]["clicks"]
+    oldest = earliest_day(TODAY)
+    assert len(await fetch_day(session, sim, day=oldest)) == 300
+    assert await fetch_day(session, sim, day=oldest - timedelta(1)) == []
+    assert await fetch_day(session, sim, day=TODAY + timedelta(1), dataState="all") == []
+    assert sim.final_truth(SITE, TODAY + timedelta(1)).height == 0
+
+
+async def test_multi_day_requests_group_by_date_or_aggregate(
+        make_sim: MakeSim, session: aiohttp.ClientSession) -> None:
+    sim = await google_sim(make_sim, rows_per_day=400)
+    start = TODAY - timedelta(9)
+    rows, _ = await fetch_range(session, sim, start, TODAY, ["date"])  # Google's probe
+    assert [r["keys"][0] for r in rows] == [(start + timedelta(k)).isoformat()
+                                           for k in range(7)]
+    assert max(r["keys"][0] for r in rows) == sim.newest_final_day().isoformat()
+    for row in rows:
+        [single] = await fetch_day(session, sim, day=date.fromisoformat(row["keys"][0]),
+                                   dims=["date"])
+        assert row == single
+    rows, _ = await fetch_range(session, sim, start, TODAY, ["date", "device"],
+                                dataState="all")
+    assert [r["keys"][0] for r in rows] == sorted(r["keys"][0] for r in rows)
+    assert {r["keys"][0] for r in rows} == {(start + timedelta(k)).isoformat()
+                                           for k in range(10)}
+    first, last = TODAY - timedelta(6), TODAY - timedelta(4)
+    rows, _ = await fetch_range(session, sim, first, last, ["query"])
+    summed = pl.concat([sim.ground_truth(SITE, first + timedelta(k), dimensions=["query"])
+                        for k in range(3)]).group_by("query").agg(
+        pl.col("clicks").sum(), pl.col("impressions").sum())
+    got = as_frame(rows, ["query"]).select("query", "clicks", "impressions")
+    assert got.sort("query").equals(summed.sort("query"))
+    assert [r["clicks"] for r in rows] == sorted((r["clicks"] for r in rows), reverse=True)
+    truth = sim.ground_truth(SITE, first, end=last, dimensions=["date", "query"])
+    assert truth.columns[:2] == ["date", "query"] and truth["date"].n_unique() == 3
+
+
+# ---- completeness like Google -------------------------------------------------------------------
+
+
+def sums(frame: pl.DataFrame) -> tuple[int, int, float]:
+    """Clicks, impressions and impression-weighted position of a truth frame."""
+    impressions = int(frame["impressions"].sum())
+    return (int(frame["clicks"].sum()), impressions,
+            float((frame["position"] * frame["impressions"]).sum()) / impressions)
+
+
+@pytest.mark.parametrize("share", [0.0, 0.46])
+async def test_every_grouping_reconciles_with_the_day_totals(make_sim: MakeSim,
+                                                             share: float) -> None:
+    sim = await make_sim(rows_per_day=5_000, anonymized_share=share)
+    totals = sim.totals(SITE, DAY)
+    [day] = sim.ground_truth(SITE, DAY, dimensions=["date"]).iter_rows(named=True)
+    assert (day["clicks"], day["impressions"]) == (totals.clicks, totals.impressions)
+    assert day["position"] == pytest.approx(totals.position, rel=1e-12)
+    assert totals.hidden_clicks_share == pytest.approx(share, abs=0.01)
+    assert totals.query_clicks + totals.anonymized_clicks == totals.clicks
+    for dims, extra in ((["country"], {}), (["device"], {}), (["page"], {}),
+                        (["country", "device"], {}), (["date", "hour"], {"data_state":
+                                                                          "hourly_all"})):
+        frame = sim.ground_truth(SITE, DAY, dimensions=dims, **extra)
+        clicks, impressions, position = sums(frame)
+        assert (clicks, impressions) == (totals.clicks, totals.impressions), dims
+        assert position == pytest.approx(totals.position, rel=1e-9)
+    for dims in (["query"], ["query", "page"], ["query", "country", "device"]):
+        frame = sim.ground_truth(SITE, DAY, dimensions=dims)
+        assert sums(frame)[:2] == (totals.query_clicks, totals.query_impressions), dims
+    appearances = sim.ground_truth(SITE, DAY, dimensions=["searchAppearance"])
+    assert 0 < appearances["clicks"].sum() < totals.clicks  # only results with an appearance
+    fine = sim.fine_rows(SITE, DAY)
+    named = fine.drop_nulls("query")  # fine rows are unique by (query, page, country, device)
+    assert named.height > 5_000 == named.select("query", "page").n_unique()
+    assert named.select("query", "page", "country", "device").n_unique() == named.height
+    assert (fine.height > named.height) == (share > 0)
+
+
+async def test_anonymized_queries_count_without_query_and_never_with_it(
+        make_sim: MakeSim) -> None:
+    sim = await make_sim(rows_per_day=3_000)
+    totals = sim.totals(SITE, DAY)
+    assert 0 < totals.anonymized_clicks < totals.clicks
+    products = [Filter("page", "contains", "/products/")]
+    everything = [Filter("query", "notContains", "zzz")]  # matches every named query
+    by_page = sim.ground_truth(SITE, DAY, dimensions=["page"], filters=products)
+    by_query_page = sim.ground_truth(SITE, DAY, dimensions=["query", "page"], filters=products)
+    assert by_page["clicks"].sum() > by_query_page["clicks"].sum()  # anonymized still counted
+    assert sim.totals(SITE, DAY, filters=products).clicks == by_page["clicks"].sum()
+    assert sim.totals(SITE, DAY, filters=everything).clicks == totals.query_clicks
+    assert sim.totals(SITE, DAY, filters=everything).anonymized_clicks == 0
+    assert sim.fine_rows(SITE, DAY)["query"].null_count() > 0
+    assert sim.ground_truth(SITE, DAY, dimensions=["query"])["query"].null_count() == 0
+    sim.configure(anonymized_dropped_by="any_filter")
+    assert sim.totals(SITE, DAY, filters=products).clicks == by_query_page["clicks"].sum()
+    assert sim.totals(SITE, DAY).anonymized_clicks == totals.anonymized_clicks
+
+
+async def test_filters_before_the_cap_let_a_split_recover_rows_after_it_they_cannot(
+        make_sim: MakeSim) -> None:
+    sim = await make_sim(rows_per_day=6_000, row_cap=2_000)
+    devices = [[Filter("device", "equals", d)] for d in DEVICES]
+
+    def keyed(frame: pl.DataFrame) -> dict[tuple[str, str], int]:
+        return dict(zip(frame.select("query", "page").iter_rows(), frame["clicks"], strict=True))
+
+    unsplit = keyed(sim.ground_truth(SITE, DAY))
+    parts = [sim.ground_truth(SITE, DAY, filters=f) for f in devices]
+    for part, f in zip(parts, devices, strict=True):
+        assert_frame_equal(part, sim.uncapped_truth(SITE, DAY, filters=f).head(2_000))
+    recovered = set().union(*(keyed(p) for p in parts))
+    assert len(unsplit) == 2_000 and len(recovered) > 3_000 and set(unsplit) <= recovered
+
+    sim.configure(filters_before_cap=False)
+    parts = [sim.ground_truth(SITE, DAY, filters=f) for f in devices]
+    assert_frame_equal(sim.ground_truth(SITE, DAY), pl.DataFrame(sim.ground_truth(SITE, DAY)))
+    merged: dict[tuple[str, str], int] = {}
+    for part in parts:
+        for key, clicks in keyed(part).items():
+            merged[key] = merged.get(key, 0) + clicks
+    assert merged == unsplit  # the same keys and, summed over devices, the same clicks
+    mobile = sim.ground_truth(SITE, DAY, filters=devices[1])
+    assert 0 < mobile.height < sim.uncapped_truth(SITE, DAY, filters=devices[1]).height
+
+
+# ---- data an analyst would recognise ------------------------------------------------------------
+
+
+async def test_daily_totals_show_a_weekly_rhythm_a_trend_and_planted_anomalies(
+        make_sim: MakeSim) -> None:
+    sim = await make_sim(rows_per_day=600, anomaly_every_days=14)
+    oldest = earliest_day(sim.today)
+    windows = [(oldest, oldest + timedelta(55)), (sim.today - timedelta(55), sim.today)]
+    daily = pl.concat([sim.ground_truth(SITE, start, end=end, dimensions=["date"])
+                       for start, end in windows]).with_columns(day=pl.col("date").str.to_date())
+    assert daily.height == 112
+    assert daily["impressions"].n_unique() > 0.9 * daily.height  # every day differs
+    planted = [a for start, end in windows for a in sim.planted_anomalies(SITE, "web", start,
+                                                                           end)]
+    assert len(planted) >= 6 and {a.kind for a in planted} == {"drop", "spike"}
+    assert planted == [a for a in sim.planted_anomalies(SITE) if a.day in set(daily["day"])]
+    odd = {a.day for a in planted}
+    normal = daily.filter(~pl.col("day").is_in(list(odd)))
+    weekend = normal.filter(pl.col("day").dt.weekday() >= 6)["clicks"].mean()
+    weekday = normal.filter(pl.col("day").dt.weekday() <= 5)["clicks"].mean()
+    assert weekend < 0.9 * weekday  # type: ignore[operator]
+    first, last = (normal.filter(pl.col("day") <= windows[0][1])["clicks"].mean(),
+                   normal.filter(pl.col("day") >= windows[1][0])["clicks"].mean())
+    assert last > 1.08 * first  # type: ignore[operator]  # a gentle upward trend over 16 months
+    by_day = dict(zip(daily["day"], daily["clicks"], strict=True))
+    for anomaly in planted:
+        peers = [by_day[d] for w in (-2, -1, 1, 2)
+                 if (d := anomaly.day + timedelta(weeks=w)) in by_day and d not in odd]
+        ratio = by_day[anomaly.day] / statistics.median(peers)
+        assert ratio < 0.7 if anomaly.kind == "drop" else ratio > 1.4, (anomaly, ratio)
+
+
+async def test_brand_queries_rank_first_and_earn_more_clicks(make_sim: MakeSim) -> None:
+    sim = await make_sim(rows_per_day=5_000)
+    assert sim.brand_terms(SITE) == sim.brand_terms(PREFIX_SITE) == ("example",)
+    assert sim.brand_terms("https://shop.acme-tools.co.uk/") == ("acme-tools",)
+    queries = sim.ground_truth(SITE, DAY, dimensions=["query"])
+    assert queries["query"][0] == "example"
+    brand = queries.filter(pl.col("query").str.contains(r"\bexample\b"))
+    other = queries.filter(~pl.col("query").str.contains(r"\bexample\b"))
+    assert brand.height > 20
+    ctr = [sums(f)[0] / sums(f)[1] for f in (brand, other)]
+    assert ctr[0] > 2 * ctr[1] and sums(brand)[2] < 2.0 < sums(other)[2]
+
+
+async def test_ctr_falls_with_position_and_a_few_queries_underperform(
+        make_sim: MakeSim) -> None:
+    sim = await make_sim(rows_per_day=8_000)
+    queries = sim.ground_truth(SITE, DAY, dimensions=["query"]).filter(
+        ~pl.col("query").str.contains("example"))
+    edges = [1, 3, 6, 10, 20, 101]
+    curve = []
+    for low, high in itertools.pairwise(edges):
+        bucket = queries.filter(pl.col("position").is_between(low, high, closed="left"))
+        curve.append(sums(bucket)[0] / sums(bucket)[1])
+    assert curve == sorted(curve, reverse=True) and curve[0] > 5 * curve[3], curve
+    expected = pl.Series([curve[int(sum(p >= e for e in edges[1:-1]))]
+                          for p in queries["position"]])
+    under = queries.filter((pl.col("impressions") >= 200)
+                           & (pl.col("ctr") < 0.4 * expected))
+    assert 3 <= under.height < 0.1 * queries.filter(pl.col("impressions") >= 200).height
+
+
+async def test_competing_pages_and_url_folders(make_sim: MakeSim) -> None:
+    sim = await make_sim(rows_per_day=8_000)
+    rows = sim.ground_truth(SITE, DAY - timedelta(6), end=DAY, dimensions=["query", "page"])
+    shares = rows.with_columns(
+        share=pl.col("clicks") / pl.col("clicks").sum().over("query"),
+        total=pl.col("clicks").sum().over("query"))
+    contested = shares.filter((pl.col("share") >= 0.1) & (pl.col("total") >= 50)).group_by(
+        "query").len().filter(pl.col("len") >= 2)
+    assert 3 <= contested.height < 0.2 * rows["query"].n_unique()
+    folders = rows["page"].str.extract(r"^https://example\.com/([a-z]*)", 1)
+    assert folders.null_count() == 0 and folders.n_unique() >= 8
+    assert folders[0] == "" and rows["page"][0] == "https://example.com/"  # the brand's home
+
+
+# ---- search types Google restricts --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("search_type", ["discover", "googleNews"])
+async def test_discover_and_news_have_no_position_and_refuse_query(
+        make_sim: MakeSim, session: aiohttp.ClientSession, search_type: str) -> None:
+    sim = await make_sim(rows_per_day=300)
+    rows = await fetch_day(session, sim, dims=["date", "page"], type=search_type)
+    assert rows and all("position" not in r and r["impressions"] >= 1 for r in rows)
+    truth = sim.ground_truth(SITE, DAY, search_type=search_type, dimensions=["page"])
+    assert "position" not in truth.columns and truth.height == len(rows)
+    assert sim.totals(SITE, DAY, search_type=search_type).position is None
+    for change in ({"dimensions": ["date", "query"]},
+                   {"dimensions": ["page"], "dimensionFilterGroups": [
+                       {"filters": [{"dimension": "query", "expression": "x"}]}]},
+                   {"dimensions": ["page"], "aggregationType": "byProperty"}):
+        status, data, _ = await post(session, sim, {**body(type=search_type), **change})
+        assert status == 400 and data["error"]["errors"][0]["reason"] == "badRequest"
+        assert search_type in data["error"]["message"]
+    assert (await post(session, sim, {**body(type=search_type), "dimensions": ["device"]}))[
+        0] == 200
+    sim.configure(restricted_dimensions=frozenset({"query", "device"}))
+    assert (await post(session, sim, {**body(type=search_type), "dimensions": ["device"]}))[
+        0] == 400
+    assert (await post(session, sim, {**body(), "dimensions": ["device"]}))[0] == 200
+    with pytest.raises(ConfigError, match="query"):
+        sim.ground_truth(SITE, DAY, search_type=search_type)
+
+
 # ---- speed -------------------------------------------------------------------------------------
 
 
-def test_a_25k_page_is_generated_and_encoded_well_under_50ms() -> None:
-    query = api._parse_query(body())
-    timings = []
-    for k in range(8):
-        spec = data._SliceSpec(1, SITE, "web", DIMS, (), DAY + timedelta(k), 0, 25_000,
-                                 50_000)
-        started = time.perf_counter()
-        text = api._response_body(data._build_slice(spec).slice(0, 25_000), query)
-        timings.append(time.perf_counter() - started)
-        assert text.count('"keys"') == 25_000
-    assert statistics.median(timings[2:]) < 0.050, timings
+def test_a_25k_page_of_a_200k_row_day_is_fast_first_and_cached() -> None:
+    sim = Simulator(SimConfig(rows_per_day=150_000, now=NOW, all_final=True))
+    assert sim.fine_rows(SITE, DAY + timedelta(1)).height >= 200_000  # also builds the key table
+    request = api.parse_request(body())
+    first, cached = [], []
+    for k in range(3):
+        day = DAY - timedelta(k)
+        for timings in (first, cached):
+            wall, cpu = time.perf_counter(), time.process_time()
+            page = sim.data.answer(SITE, request._replace(start=day, end=day)).slice(0, 25_000)
+            text = api.response_body(page, request)
+            timings.append((time.process_time() - cpu, time.perf_counter() - wall))
+            assert text.count('"keys"') == 25_000
+    # CPU seconds (all threads), so a loaded machine does not fail it; wall time only as a sanity
+    # bound. benchmarks/simulator.py measures the wall time on a quiet machine (about 0.09 s).
+    assert min(c for c, _ in first) < 0.5 and min(w for _, w in first) < 2.0, first
+    assert min(c for c, _ in cached) < 0.1, cached

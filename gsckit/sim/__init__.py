@@ -14,9 +14,12 @@ which is how benchmarks judge quota safety and data integrity from the server si
 """
 
 
+from .clock import DayState
 from .config import FAULT_KINDS, RATE_FAULTS, SCRIPT_ONLY_FAULTS, Faults, SimConfig
 from .keys import COUNTRIES, DEVICES, SEARCH_APPEARANCES
+from .model import Anomaly
 from .server import RequestRecord, Simulator, serve
+from .truth import Totals
 
 __all__ = [
     "COUNTRIES",
@@ -25,9 +28,12 @@ __all__ = [
     "RATE_FAULTS",
     "SCRIPT_ONLY_FAULTS",
     "SEARCH_APPEARANCES",
+    "Anomaly",
+    "DayState",
     "Faults",
     "RequestRecord",
     "SimConfig",
     "Simulator",
+    "Totals",
     "serve",
 ]

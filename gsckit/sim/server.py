@@ -1,57 +1,63 @@
-"""The aiohttp app: the query and sites handlers, quotas, faults, stats and control endpoints."""
+"""The aiohttp app: the query and sites handlers, quotas, faults and stats, plus the clock and
+truth methods tests use (the ``/_sim/*`` control endpoints live in ``control.py``)."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import random
 import re
 import time
-from collections import Counter, OrderedDict, deque
+from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 import polars as pl
 from aiohttp import web
 
 from ..errors import ConfigError
+from ..planner import earliest_day
 from .api import (
-    _ApiFailure,
-    _as_filter,
-    _error_body,
-    _fault_failure,
-    _parse_query,
-    _Query,
-    _response_body,
-    _unauthenticated,
+    ApiFailure,
+    Request,
+    as_filter,
+    error_body,
+    fault_failure,
+    parse_request,
+    response_body,
+    unauthenticated,
 )
+from .clock import DayState, SimClock, newest_final_day
 from .config import SimConfig
-from .data import _build_slice, _SliceSpec
+from .control import add_control_routes
+from .keys import COUNTRIES, DEVICES, SEARCH_APPEARANCES, brand_term, page_text, query_text
+from .model import Anomaly, planted_anomalies
 from .oauth import OAuthServer, TokenState
+from .truth import Dataset, Totals
 
-_CACHE_SLICES = 64
-_CACHE_ROWS = 2_000_000
 _SAFE_SITE = re.compile(r"^[A-Za-z0-9:/._~%+@!$&'()*,;=\-\[\]]+$")
+_DEFAULT_DIMENSIONS = ("date", "query", "page")
 
 
 @dataclass
 class RequestRecord:
-    """One searchAnalytics query request as the server saw it (``token_id``, never the token)."""
+    """One searchAnalytics query request as the server saw it (``token_id``, never the token);
+    ``day`` and ``end_day`` are its startDate and endDate."""
 
     arrived: float
     finished: float = 0.0
     site: str = ""
     token_id: str | None = None
     day: date | None = None
+    end_day: date | None = None
+    data_state: str | None = None
     start_row: int | None = None
     row_limit: int | None = None
     status: int | None = None
     rows: int = 0
     fault: str | None = None
-
 
 
 class _Window:
@@ -81,23 +87,26 @@ class Simulator:
 
     Use as ``async with Simulator(SimConfig(...)) as sim:`` and point a client at
     ``sim.base_url``. A new ``faults`` value given to :meth:`configure` restarts the fault script
-    and RNG; :meth:`reset_stats` does too, and clears the stats and the request log.
+    and RNG; :meth:`reset_stats` does too, and clears the stats and the request log. The clock
+    (:meth:`set_now`, :meth:`advance`) and the truths (:meth:`ground_truth` and friends) work
+    whether the server is started or not.
     """
 
     def __init__(self, config: SimConfig | None = None, *, host: str = "127.0.0.1",
                  port: int = 0) -> None:
         self.config = config = config if config is not None else SimConfig()
+        self.clock = SimClock(config.now)
+        self.data = Dataset(config, self.clock)
         self.request_log: list[RequestRecord] = []
         self._host, self._port = host, port
         self._runner: web.AppRunner | None = None
         self._started = False
         self._base_url: str | None = None
-        self._cache: OrderedDict[_SliceSpec, pl.DataFrame] = OrderedDict()
-        self._cached_rows = 0
-        self._revisions: Counter[tuple[str | None, date | None]] = Counter()
         self._token_ids: dict[str, str] = {}
         self._sites_seen: dict[str, None] = {}
         self._quota: dict[str, _Window] = {}
+        self._load: dict[str, _Window] = {}
+        self._load_penalty: dict[str, float] = {}
         self._latency_rng = random.Random(config.seed)
         self._in_flight = 0
         self.oauth = OAuthServer()  # tokens it issues name their principal; see oauth.py
@@ -116,10 +125,7 @@ class Simulator:
         app.router.add_get("/webmasters/v3/sites", self._handle_sites)
         app.router.add_get("/webmasters/v3/sites/{site}", self._handle_site)
         self.oauth.add_routes(app)
-        app.router.add_get("/_sim/stats", self._handle_stats)
-        app.router.add_post("/_sim/reset", self._handle_reset)
-        app.router.add_post("/_sim/revise", self._handle_revise)
-        app.router.add_get("/_sim/truth", self._handle_truth)
+        add_control_routes(app, self)
         runner = web.AppRunner(app, access_log=None, handler_cancellation=True,
                                shutdown_timeout=1.0)
         await runner.setup()
@@ -149,47 +155,169 @@ class Simulator:
             raise RuntimeError("the Simulator is not started; use 'async with Simulator()'")
         return self._base_url
 
-    # configuration, data and stats -----------------------------------------------------------
+    # configuration ---------------------------------------------------------------------------
 
     def configure(self, **changes: Any) -> None:
-        """Replace config fields (``dataclasses.replace``), e.g. switch faults mid-run."""
+        """Replace config fields (``dataclasses.replace``), e.g. switch faults mid-run.
+
+        A new ``now`` restarts the clock there (``None``: the real clock).
+        """
         self.config = replace(self.config, **changes)
+        self.data.config = self.config
+        if "now" in changes:
+            self.clock = self.data.clock = SimClock(self.config.now)
         if "seed" in changes:
             self._latency_rng = random.Random(self.config.seed)
         if "faults" in changes:
             self._restart_faults()
 
     def revise(self, site: str | None = None, day: date | None = None) -> None:
-        """Revise upstream data: matching slices then serve different keys and metrics."""
-        self._revisions[(site, day)] += 1
+        """Revise upstream data: matching days then serve different keys and metrics."""
+        self.data.revise(site, day)
 
-    def ground_truth(self, site: str, day: date, *, search_type: str = "web",
-                     dimensions: Sequence[str] = ("date", "query", "page"),
-                     filters: Sequence[Any] = ()) -> pl.DataFrame:
-        """Exactly the rows the API exposes for one day slice (after filters and the cap).
+    # the clock -------------------------------------------------------------------------------
 
-        Columns: one per requested dimension except ``date`` (snake_case, as in the JSON keys),
-        then clicks, impressions (Int64), ctr, position (Float64); clicks descending.
-        """
+    @property
+    def now(self) -> datetime:
+        """The simulated moment (aware, Pacific)."""
+        return self.clock.now()
+
+    @property
+    def today(self) -> date:
+        """The simulated Pacific date."""
+        return self.clock.today()
+
+    def set_now(self, when: datetime | date | str) -> datetime:
+        """Move the simulated clock to ``when`` (a date means noon Pacific)."""
+        return self.clock.set(when)
+
+    def advance(self, *, days: float = 0, hours: float = 0, minutes: float = 0) -> datetime:
+        """Let simulated time pass at once, e.g. ``sim.advance(days=3)``."""
+        return self.clock.advance(days=days, hours=hours, minutes=minutes)
+
+    def day_state(self, day: date) -> DayState:
+        """What ``day`` holds now: ``final``, ``fresh`` (with its completeness) or ``none``."""
+        return self.data.state(day)
+
+    def is_final(self, day: date) -> bool:
+        """Whether ``day``'s data is final at the simulated now."""
+        return self.data.state(day).kind == "final"
+
+    def newest_final_day(self) -> date:
+        """The newest final day at the simulated now (today when ``all_final``)."""
+        config = self.config
+        return newest_final_day(self.now, final_lag_days=config.final_lag_days,
+                                all_final=config.all_final)
+
+    # truths ----------------------------------------------------------------------------------
+
+    def _request(self, what: str, day: date, end: date | None, search_type: str,
+                 dimensions: Sequence[str], filters: Sequence[Any], data_state: str
+                 ) -> Request:
         body: dict[str, Any] = {
-            "startDate": day.isoformat(), "endDate": day.isoformat(), "type": search_type,
-            "dimensions": list(dimensions),
-            "dimensionFilterGroups": [{"filters": [_as_filter(f) for f in filters]}],
+            "startDate": day.isoformat(), "endDate": (end or day).isoformat(),
+            "type": search_type, "dimensions": list(dimensions), "dataState": data_state,
+            "dimensionFilterGroups": [{"filters": [as_filter(f) for f in filters]}],
         }
         try:
-            query = _parse_query(body)
-        except _ApiFailure as exc:
-            raise ConfigError(f"ground_truth: {exc.message}") from None
-        frame = self._slice(site, query)
-        return frame.drop("date") if "date" in frame.columns else frame
+            return parse_request(body, self.config.restricted_dimensions)
+        except ApiFailure as exc:
+            raise ConfigError(f"{what}: {exc.message}") from None
+
+    def _truth(self, what: str, site: str, day: date, end: date | None, search_type: str,
+               dimensions: Sequence[str], filters: Sequence[Any], data_state: str, *,
+               capped: bool = True, final: bool = False) -> pl.DataFrame:
+        request = self._request(what, day, end, search_type, dimensions, filters, data_state)
+        frame = self.data.answer(site, request, capped=capped, final=final)
+        single = end is None or end == day
+        return frame.drop("date") if single and "date" in frame.columns else frame
+
+    def ground_truth(self, site: str, day: date, *, search_type: str = "web",
+                     dimensions: Sequence[str] = _DEFAULT_DIMENSIONS,
+                     filters: Sequence[Any] = (), data_state: str = "final",
+                     end: date | None = None) -> pl.DataFrame:
+        """Exactly the rows the API exposes for a slice at the simulated now: after filters and
+        the cap, at ``data_state`` (so ``final`` on a fresh day is empty).
+
+        Columns: one per requested dimension (snake_case, as stored) except ``date`` for a
+        single day, then clicks, impressions (Int64), ctr and position (Float64; no position
+        for Discover and Google News); in the API's order. ``end`` asks for a range.
+        """
+        return self._truth("ground_truth", site, day, end, search_type, dimensions, filters,
+                           data_state)
+
+    def final_truth(self, site: str, day: date, *, search_type: str = "web",
+                    dimensions: Sequence[str] = _DEFAULT_DIMENSIONS,
+                    filters: Sequence[Any] = (), end: date | None = None) -> pl.DataFrame:
+        """What the API will expose for the slice once its days are final, whatever the clock
+        says now (a day before today or in the retention window; a future day stays empty)."""
+        return self._truth("final_truth", site, day, end, search_type, dimensions, filters,
+                           "all", final=True)
+
+    def uncapped_truth(self, site: str, day: date, *, search_type: str = "web",
+                       dimensions: Sequence[str] = _DEFAULT_DIMENSIONS,
+                       filters: Sequence[Any] = (), data_state: str = "final",
+                       end: date | None = None, final: bool = False) -> pl.DataFrame:
+        """Like :meth:`ground_truth` without the daily row cap: every key the grouping has
+        (anonymized queries still never appear with ``query``). ``final=True``: as once final."""
+        return self._truth("uncapped_truth", site, day, end, search_type, dimensions, filters,
+                           "all" if final else data_state, capped=False, final=final)
+
+    def totals(self, site: str, day: date, *, search_type: str = "web",
+               filters: Sequence[Any] = (), data_state: str = "final",
+               end: date | None = None, final: bool = False) -> Totals:
+        """The slice's true totals, with what is attributable to a query and what is
+        anonymized (``Totals.hidden_clicks_share``). ``final=True``: as once final."""
+        request = self._request("totals", day, end, search_type, (), filters,
+                                "all" if final else data_state)
+        return self.data.totals(site, request, final=final)
+
+    def fine_rows(self, site: str, day: date, *, search_type: str = "web",
+                  data_state: str = "final") -> pl.DataFrame:
+        """The day's fine rows at the simulated now, as text: query (null when anonymized),
+        page, country, device, search_appearance (null when none), hour (0-23 Pacific),
+        clicks, impressions, position."""
+        request = self._request("fine_rows", day, None, search_type, (), (), data_state)
+        [(_, state)] = self.data.day_states(request) or [(day, DayState("none", 0.0, 0))]
+        rows = self.data.fine(site, search_type, day, state)
+        return rows.select(
+            query=query_text(rows["qr"], site).set(rows["qr"].is_null(), None),
+            page=page_text(rows["page"], site),
+            country=pl.Series(COUNTRIES).gather(rows["country"]),
+            device=pl.Series(DEVICES).gather(rows["device"]),
+            search_appearance=pl.Series(SEARCH_APPEARANCES).gather(rows["appearance"]),
+            hour=rows["hour"],
+            clicks=rows["clicks"],
+            impressions=rows["impressions"],
+            position=rows["sumpos"] / rows["impressions"],
+        )
+
+    def brand_terms(self, site: str) -> tuple[str, ...]:
+        """The brand terms of a property's brand queries (e.g. ``("example",)``)."""
+        return (brand_term(site),)
+
+    def planted_anomalies(self, site: str, search_type: str = "web", start: date | None = None,
+                          end: date | None = None) -> list[Anomaly]:
+        """The drops and spikes planted in a stream between ``start`` and ``end`` (default: the
+        retention window up to the simulated today)."""
+        today = self.today
+        config = self.config
+        return planted_anomalies(config.seed, site, search_type, start or earliest_day(today),
+                                 end or today, config.anomaly_every_days)
+
+    def summary(self) -> dict[str, Any]:
+        """The clock and the data states it implies, as ``GET /_sim/clock`` shows them."""
+        return self.data.summary()
 
     def stats(self) -> dict[str, Any]:
         """What the server saw since the last reset (JSON-serialisable).
 
         ``ok`` counts complete 200 pages (not "truncate"/"invalid_json", which still count in
-        ``by_status``; a reset sends no status). ``peak_window*``: most query requests that arrived
-        in any ``window_s`` window. ``duplicates``: 200 pages that repeated an earlier 200 for the
-        same site and request body.
+        ``by_status``; a reset sends no status). ``load_limited``: 403s from the load budget.
+        ``peak_window*``: most query requests that arrived in any ``window_s`` window.
+        ``duplicates``: 200 pages that repeated an earlier 200 for the same site and body while
+        the data it covers was unchanged (a re-fetch after the clock or a revision changed a
+        day is not one).
         """
         return {
             "requests": self._requests,
@@ -197,6 +325,7 @@ class Simulator:
             "by_status": dict(self._by_status),
             "faults": dict(self._faults),
             "rate_limited": self._by_status.get("429", 0),
+            "load_limited": self._load_limited,
             "peak_window": self._peak_all.peak,
             "peak_window_by_site": {s: w.peak for s, w in self._peak_sites.items()},
             "peak_window_by_token": {t: w.peak for t, w in self._peak_tokens.items()},
@@ -211,6 +340,7 @@ class Simulator:
         self._requests = 0
         self._ok = 0
         self._duplicates = 0
+        self._load_limited = 0
         self._max_in_flight = self._in_flight
         self._by_status: Counter[str] = Counter()
         self._faults: Counter[str] = Counter()
@@ -224,32 +354,6 @@ class Simulator:
     def _restart_faults(self) -> None:
         self._fault_rng = random.Random(self.config.faults.seed)
         self._query_index = 0
-
-    def _revision(self, site: str, day: date) -> int:
-        r = self._revisions
-        return r[(None, None)] + r[(site, None)] + r[(None, day)] + r[(site, day)]
-
-    def _rows_per_day(self, site: str, search_type: str, day: date) -> int:
-        rows = self.config.rows_per_day
-        return int(rows(site, search_type, day) if callable(rows) else rows)
-
-    def _slice(self, site: str, query: _Query) -> pl.DataFrame:
-        """The exposed rows of the slice ``query`` names, from a small LRU cache."""
-        config = self.config
-        spec = _SliceSpec(config.seed, site, query.search_type, query.dimensions,
-                          query.filters, query.day, self._revision(site, query.day),
-                          self._rows_per_day(site, query.search_type, query.day), config.row_cap)
-        frame = self._cache.get(spec)
-        if frame is not None:
-            self._cache.move_to_end(spec)
-            return frame
-        frame = _build_slice(spec)
-        self._cache[spec] = frame
-        self._cached_rows += frame.height
-        while len(self._cache) > _CACHE_SLICES or (
-                self._cached_rows > _CACHE_ROWS and len(self._cache) > 1):
-            self._cached_rows -= self._cache.popitem(last=False)[1].height
-        return frame
 
     # request handling ------------------------------------------------------------------------
 
@@ -269,18 +373,36 @@ class Simulator:
         digest = hashlib.sha256(token.encode()).hexdigest()
         return self._token_ids.setdefault(digest, f"token#{len(self._token_ids) + 1}")
 
-    def _arrive(self, now: float, site: str, token_id: str | None) -> bool:
-        """Count an arrival in the stats and quota windows; return whether it is over quota."""
-        window_s, over = self.config.window_s, False
+    def _arrive(self, now: float, site: str, token_id: str | None) -> str | None:
+        """Count an arrival in the stats and quota windows; return the quota fault it earns:
+        ``"429"`` over the per-site or per-token rate, ``"403_quota"`` over the load budget."""
+        window_s, over = self.config.window_s, None
         self._peak_all.add(now, window_s)
         self._peak_sites.setdefault(site, _Window()).add(now, window_s)
-        if token_id is not None:
-            self._peak_tokens.setdefault(token_id, _Window()).add(now, window_s)
-            for key in (f"site:{site}", f"token:{token_id}"):
-                if self._quota.setdefault(key, _Window()).add(now, window_s) > (
-                        self.config.quota_qpm):
-                    over = True
-        return over
+        if token_id is None:
+            return None
+        self._peak_tokens.setdefault(token_id, _Window()).add(now, window_s)
+        for key in (f"site:{site}", f"token:{token_id}"):
+            if self._quota.setdefault(key, _Window()).add(now, window_s) > (
+                    self.config.quota_qpm):
+                over = "429"
+        if site in self.config.load_quota_sites:  # a persistent load quota answers first
+            self._load_limited += 1
+            return "403_quota"
+        return over or self._over_load(now, site)
+
+    def _over_load(self, now: float, site: str) -> str | None:
+        """Spend one unit of the site's load budget; a site over it is refused for a while."""
+        config = self.config
+        if config.load_budget is None:
+            return None
+        if now >= self._load_penalty.get(site, 0.0):
+            if self._load.setdefault(site, _Window()).add(now, config.load_window_s) <= (
+                    config.load_budget):
+                return None
+            self._load_penalty[site] = now + config.load_penalty_s
+        self._load_limited += 1
+        return "403_quota"
 
     def _draw_fault(self) -> str | None:
         """This request's fault: the script's entry for its index, else a seeded draw."""
@@ -302,14 +424,14 @@ class Simulator:
         spread = config.latency_s * config.latency_jitter
         return self._latency_rng.uniform(config.latency_s - spread, config.latency_s + spread)
 
-    def _error(self, failure: _ApiFailure) -> web.Response:
+    def _error(self, failure: ApiFailure) -> web.Response:
         """Google's error answer (``WWW-Authenticate`` on 401, ``Retry-After`` on 429 if set)."""
         headers = {}
         if failure.status == 401:
             headers["WWW-Authenticate"] = 'Bearer realm="https://accounts.google.com/"'
         if failure.status == 429 and self.config.faults.retry_after_s is not None:
             headers["Retry-After"] = f"{self.config.faults.retry_after_s:g}"
-        return web.json_response(_error_body(failure), status=failure.status, headers=headers)
+        return web.json_response(error_body(failure), status=failure.status, headers=headers)
 
     async def _handle_query(self, request: web.Request) -> web.StreamResponse:
         record = RequestRecord(arrived=time.monotonic(), site=request.match_info["site"])
@@ -346,7 +468,7 @@ class Simulator:
                 request.transport.abort()
             return web.Response()
         if fault not in (None, "stall", "truncate", "invalid_json"):
-            failure = _fault_failure(fault, site)
+            failure = fault_failure(fault, site)
             record.status = failure.status
             return self._error(failure)
         response, served = await self._normal_answer(request, record, over_quota)
@@ -364,35 +486,45 @@ class Simulator:
         return response
 
     async def _normal_answer(self, request: web.Request, record: RequestRecord,
-                             over_quota: bool) -> tuple[web.Response, _Query | None]:
-        """The answer without faults: an error, or 200 with the page (then also the query)."""
+                             over_quota: str | None
+                             ) -> tuple[web.Response, tuple[Request, Any] | None]:
+        """The answer without faults: an error, or 200 with the page (then also the query and
+        the version of the data it shows)."""
         site, config = record.site, self.config
         try:
             if record.token_id is None:
-                raise _unauthenticated()
+                raise unauthenticated()
             if over_quota:
-                raise _fault_failure("429", site)
+                raise fault_failure(over_quota, site)
             if site in config.forbidden_sites or not self._readable(record.token_id, site):
-                raise _fault_failure("403_permission", site)
+                raise fault_failure("403_permission", site)
             if (config.sites is not None and site not in config.sites) or not (
                     _SAFE_SITE.match(site)):
-                raise _fault_failure("404", site)
+                raise fault_failure("404", site)
             self._sites_seen.setdefault(site)
             try:
                 body = await request.json()
             except ValueError:
-                raise _ApiFailure(400, "parseError", "Invalid JSON payload received.") from None
-            query = _parse_query(body)
-        except _ApiFailure as failure:
+                raise ApiFailure(400, "parseError", "Invalid JSON payload received.") from None
+            query = parse_request(body, config.restricted_dimensions)
+        except ApiFailure as failure:
             record.status = failure.status
             return self._error(failure), None
-        page = self._slice(site, query).slice(query.start_row, query.row_limit)
-        record.day, record.start_row, record.row_limit = query.day, query.start_row, (
-            query.row_limit)
-        record.status, record.rows = 200, page.height
-        response = web.Response(text=_response_body(page, query),
-                                content_type="application/json", charset="UTF-8")
-        return response, query
+        # off the event loop: a long range can take seconds, and other requests must not wait
+        rows, text, version = await asyncio.to_thread(self._page, site, query)
+        record.day, record.end_day, record.data_state = query.start, query.end, query.data_state
+        record.start_row, record.row_limit = query.start_row, query.row_limit
+        record.status, record.rows = 200, rows
+        response = web.Response(text=text, content_type="application/json", charset="UTF-8")
+        return response, (query, version)
+
+    def _page(self, site: str, query: Request) -> tuple[int, str, tuple[Any, ...]]:
+        """The rows and JSON body of one page of an answer, and the data version it shows."""
+        with self.data.lock:
+            page = self.data.answer(site, query).slice(query.start_row, query.row_limit)
+            version = self.data.version(site, query)
+        body = response_body(page, query, metadata=self.data.metadata(query))
+        return page.height, body, version
 
     async def _truncated(self, request: web.Request, full: web.Response) -> web.StreamResponse:
         """Send the status, headers and the real Content-Length, half the body, then hang up."""
@@ -413,19 +545,19 @@ class Simulator:
         """``sites.get``: the caller's permission on one property, else 403 / 404."""
         token_id, site = self._token_id(request), request.match_info["site"]
         if token_id is None:
-            return self._error(_unauthenticated())
+            return self._error(unauthenticated())
         level = self.oauth.permission(token_id, site)
         if site in self.config.forbidden_sites or level is None:
-            return self._error(_fault_failure("403_permission", site))
+            return self._error(fault_failure("403_permission", site))
         if (self.config.sites is not None and site not in self.config.sites) or not (
                 _SAFE_SITE.match(site)):
-            return self._error(_fault_failure("404", site))
+            return self._error(fault_failure("404", site))
         return web.json_response({"siteUrl": site, "permissionLevel": level})
 
     async def _handle_sites(self, request: web.Request) -> web.Response:
         token_id = self._token_id(request)
         if token_id is None:
-            return self._error(_unauthenticated())
+            return self._error(unauthenticated())
         listed = self.oauth.site_entries(token_id)
         if listed is not None:
             return web.json_response({"siteEntry": listed} if listed else {})
@@ -436,38 +568,6 @@ class Simulator:
         entries += [{"siteUrl": s, "permissionLevel": "siteUnverifiedUser"}
                     for s in sorted(config.forbidden_sites)]
         return web.json_response({"siteEntry": entries} if entries else {})
-
-    # control endpoints for a simulator in another process ------------------------------------
-
-    async def _handle_stats(self, request: web.Request) -> web.Response:
-        return web.json_response(self.stats())
-
-    async def _handle_reset(self, request: web.Request) -> web.Response:
-        self.reset_stats()
-        return web.json_response({"ok": True})
-
-    async def _handle_revise(self, request: web.Request) -> web.Response:
-        try:
-            day = request.query.get("day")
-            self.revise(request.query.get("site"), date.fromisoformat(day) if day else None)
-        except ValueError as exc:
-            return web.json_response({"error": str(exc)}, status=400)
-        return web.json_response({"ok": True})
-
-    async def _handle_truth(self, request: web.Request) -> web.Response:
-        """``/_sim/truth?site=&day=&type=&dimensions=a,b&filters=<JSON list>``: ground truth."""
-        q = request.query
-        try:
-            dims = q.get("dimensions", "date,query,page")
-            frame = self.ground_truth(
-                q["site"], date.fromisoformat(q["day"]), search_type=q.get("type", "web"),
-                dimensions=[d for d in dims.split(",") if d],
-                filters=json.loads(q.get("filters", "[]")),
-            )
-        except (KeyError, ValueError) as exc:
-            return web.json_response({"error": f"bad truth request: {exc}"}, status=400)
-        return web.Response(text='{"rows":' + frame.write_json() + "}",
-                            content_type="application/json")
 
 
 async def serve(config: SimConfig, host: str = "127.0.0.1", port: int = 8765) -> None:
