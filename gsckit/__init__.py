@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import os as _os
 from importlib.metadata import PackageNotFoundError, version
 
 from . import explore
@@ -16,6 +17,7 @@ from .doctor import Diagnosis, doctor, doctor_async
 from .errors import (
     ApiError,
     BadRequest,
+    CommitError,
     ConfigError,
     CredentialRefused,
     CredentialsError,
@@ -37,6 +39,7 @@ from .export import ExportReport
 from .planner import Filter, HorizonWarning, Query, Slice, make_query, plan
 from .runner import Preview, backfill, backfill_async, preview, run_sync
 from .sites import sites, sites_async
+from .store import DEFAULT_WAIT_S as _DEFAULT_WAIT_S
 from .store import Database
 
 try:
@@ -45,9 +48,13 @@ except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0"
 
 
-def open(path: str = "gsc.duckdb") -> Database:
-    """Open a gsckit DuckDB file for reading: ``gsckit.open("gsc.duckdb").frame()``."""
-    return Database(path)
+def open(path: str | _os.PathLike[str] = "gsc.duckdb", *, wait: float = _DEFAULT_WAIT_S
+         ) -> Database:
+    """Open a gsckit DuckDB file for reading: ``gsckit.open("gsc.duckdb").frame()``.
+
+    ``wait``: seconds a read may wait while another process is backfilling into the file.
+    """
+    return Database(path, wait=wait)
 
 
 __all__ = [
@@ -55,6 +62,7 @@ __all__ = [
     "AuditLog",
     "BadRequest",
     "CallableToken",
+    "CommitError",
     "ConfigError",
     "CredentialRefused",
     "Credentials",

@@ -130,8 +130,11 @@ def add_query_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_db_option(parser: argparse.ArgumentParser) -> None:
-    """--db, the DuckDB file every command works on."""
+    """--db, the DuckDB file every command works on, and --wait, how long it may be busy."""
     parser.add_argument("--db", default=DEFAULT_DB, help="the DuckDB file")
+    parser.add_argument("--wait", type=float, default=_DEFAULTS.db_wait_s, metavar="SECONDS",
+                        help="how long to wait while another process holds the database (a "
+                        "reader waits for the running backfill's next commit) before exit 75")
 
 
 def add_engine_options(parser: argparse.ArgumentParser) -> None:
@@ -177,7 +180,8 @@ def add_run_output_options(parser: argparse.ArgumentParser) -> None:
 def engine_config(args: argparse.Namespace) -> EngineConfig:
     """The :class:`EngineConfig` that :func:`add_engine_options` asked for."""
     return EngineConfig(max_concurrency=args.concurrency, qpm=args.qpm,
-                        qpm_window_s=args.qpm_window_s, base_url=args.base_url)
+                        qpm_window_s=args.qpm_window_s, base_url=args.base_url,
+                        db_wait_s=getattr(args, "wait", _DEFAULTS.db_wait_s))
 
 
 # --- backfill ---------------------------------------------------------------------------------
@@ -238,7 +242,9 @@ def _add_status(commands: Any) -> None:
 
 
 def _status(args: argparse.Namespace) -> int:
-    frame = Database(args.db).status()
+    if not 0 <= args.wait <= 86_400:
+        raise ConfigError(f"--wait must be 0..86400 seconds, got {args.wait:g}")
+    frame = Database(args.db, wait=args.wait).status()
     if args.json:
         for row in frame.iter_rows(named=True):
             print(json.dumps(row, default=str))

@@ -25,14 +25,16 @@ import polars as pl
 
 from .client import Client, Emit
 from .config import EngineConfig
-from .errors import GsckitError, RunHalted, StoreError
+from .errors import CommitError, GsckitError, RunHalted, StoreError
 from .planner import Slice
 from .store import Commit, Staged, Store
 
 _CONTINUE, _NEW = 0, 1
-# DuckDB's row-group size: a transaction inserting this many rows writes them straight to the
-# file, so the writer groups ready days up to it (and never waits for more to arrive)
+# DuckDB's row-group size: the writer hands ready days to the store in groups up to it (and
+# never waits for more to arrive); the store commits them in transactions below it
 _GROUP_ROWS = 122_880
+# how often an idle writer asks the store whether a reader is waiting for the file
+_IDLE_CHECK_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -277,7 +279,13 @@ class Engine:
 
     async def _write(self) -> None:
         while True:
-            group = [await self._commits.get()]
+            try:
+                first = await asyncio.wait_for(self._commits.get(), _IDLE_CHECK_S)
+            except TimeoutError:
+                # the store lends the file to a waiting reader while no day is ready
+                await asyncio.wrap_future(self._pool.submit(self.store.idle))
+                continue
+            group = [first]
             rows = group[0].rows
             while rows < _GROUP_ROWS and not self._commits.empty():
                 group.append(self._commits.get_nowait())
@@ -287,6 +295,9 @@ class Engine:
             try:
                 results = await asyncio.wrap_future(future)
             except StoreError as exc:
+                saved = exc.committed if isinstance(exc, CommitError) else ()
+                for state, result in zip(group, saved, strict=False):
+                    self._account(state, result)  # days saved before the failing one
                 self._halted.set()
                 raise _Halt(exc) from None
             self._committing = None

@@ -182,16 +182,13 @@ def _remove(folder: Path, relative: str) -> None:
 
 
 def _copy(db: Database, query: str, params: list[Any]) -> int:
-    """Run ``COPY … TO`` on the reader's read-only view of the file; returns rows written.
+    """Run ``COPY … TO`` in the reader's read-only view of the file; returns rows written.
 
-    The reader that waits for a backfill's commits (``Database._read``) runs it when present:
-    its ``sql`` takes SELECTs only. A reader without it takes the COPY through ``sql``.
+    ``Database.sql`` takes SELECTs only, so the COPY goes through the read path it uses
+    itself (``Database._read``: it waits for a backfill's commit and never blocks one).
     """
-    read = getattr(db, "_read", None)
-    if read is not None:
-        return int(read(lambda con: con.execute(query, params).fetchone()[0]))
-    result = db.sql(query, params)
-    return int(result.item()) if result.shape == (1, 1) else 0
+    row = db._read(lambda con: con.execute(query, params).fetchone())
+    return int(row[0]) if row else 0
 
 
 def _leaves(root: Path, depth: int) -> list[Path]:
