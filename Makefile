@@ -36,7 +36,7 @@ notebook: $(LAB_STAMP)
 	$(BIN)/jupyter lab notebooks/quickstart.ipynb $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 soak: $(STAMP)
-	$(BIN)/python -m pytest -m soak
+	$(BIN)/python -m pytest -m soak --timeout=0
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/speedup.py

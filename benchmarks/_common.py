@@ -204,7 +204,7 @@ class SimProcess:
                 if left > 0:
                     continue
             if line is not None and "listening on " in line:
-                url = line.split("listening on ", 1)[1].split()[0]
+                url = line.split("listening on ", 1)[1].split()[0]  # "URL (Ctrl-C to stop)"
                 self.base_url = url if url.endswith("/") else url + "/"
                 if not self.base_url.startswith("http://127.0.0.1:"):
                     self.stop()

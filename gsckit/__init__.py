@@ -6,8 +6,10 @@
 
 from __future__ import annotations
 
+import os as _os
 from importlib.metadata import PackageNotFoundError, version
 
+from . import explore
 from .auth import CallableToken, Credentials, GoogleCredentials, StaticToken, login
 from .config import EngineConfig, RetryPolicy, Timeouts
 from .coordinator import Report
@@ -16,6 +18,7 @@ from .errors import (
     ApiError,
     AuditLogError,
     BadRequest,
+    CommitError,
     ConfigError,
     CredentialRefused,
     CredentialsError,
@@ -34,9 +37,11 @@ from .errors import (
     Unauthorized,
 )
 from .events import AuditLog, Event
+from .export import ExportReport
 from .planner import Filter, HorizonWarning, Query, Slice, make_query, plan
 from .runner import Preview, backfill, backfill_async, preview, run_sync
 from .sites import sites, sites_async
+from .store import DEFAULT_WAIT_S as _DEFAULT_WAIT_S
 from .store import Database
 
 try:
@@ -45,9 +50,13 @@ except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0"
 
 
-def open(path: str = "gsc.duckdb") -> Database:
-    """Open a gsckit DuckDB file for reading: ``gsckit.open("gsc.duckdb").frame()``."""
-    return Database(path)
+def open(path: str | _os.PathLike[str] = "gsc.duckdb", *, wait: float = _DEFAULT_WAIT_S
+         ) -> Database:
+    """Open a gsckit DuckDB file for reading: ``gsckit.open("gsc.duckdb").frame()``.
+
+    ``wait``: seconds a read may wait while another process is backfilling into the file.
+    """
+    return Database(path, wait=wait)
 
 
 __all__ = [
@@ -56,6 +65,7 @@ __all__ = [
     "AuditLogError",
     "BadRequest",
     "CallableToken",
+    "CommitError",
     "ConfigError",
     "CredentialRefused",
     "Credentials",
@@ -65,6 +75,7 @@ __all__ = [
     "Diagnosis",
     "EngineConfig",
     "Event",
+    "ExportReport",
     "Filter",
     "GoogleCredentials",
     "GsckitError",
@@ -92,6 +103,7 @@ __all__ = [
     "backfill_async",
     "doctor",
     "doctor_async",
+    "explore",
     "login",
     "make_query",
     "open",

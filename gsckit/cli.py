@@ -130,8 +130,11 @@ def add_query_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_db_option(parser: argparse.ArgumentParser) -> None:
-    """--db, the DuckDB file every command works on."""
+    """--db, the DuckDB file every command works on, and --wait, how long it may be busy."""
     parser.add_argument("--db", default=DEFAULT_DB, help="the DuckDB file")
+    parser.add_argument("--wait", type=float, default=_DEFAULTS.db_wait_s, metavar="SECONDS",
+                        help="how long to wait while another process holds the database (a "
+                        "reader waits for the running backfill's next commit) before exit 75")
 
 
 def add_engine_options(parser: argparse.ArgumentParser) -> None:
@@ -177,7 +180,8 @@ def add_run_output_options(parser: argparse.ArgumentParser) -> None:
 def engine_config(args: argparse.Namespace) -> EngineConfig:
     """The :class:`EngineConfig` that :func:`add_engine_options` asked for."""
     return EngineConfig(max_concurrency=args.concurrency, qpm=args.qpm,
-                        qpm_window_s=args.qpm_window_s, base_url=args.base_url)
+                        qpm_window_s=args.qpm_window_s, base_url=args.base_url,
+                        db_wait_s=getattr(args, "wait", _DEFAULTS.db_wait_s))
 
 
 # --- backfill ---------------------------------------------------------------------------------
@@ -239,7 +243,9 @@ def _add_status(commands: Any) -> None:
 
 
 def _status(args: argparse.Namespace) -> int:
-    frame = Database(args.db).status()
+    if not 0 <= args.wait <= 86_400:
+        raise ConfigError(f"--wait must be 0..86400 seconds, got {args.wait:g}")
+    frame = Database(args.db, wait=args.wait).status()
     if args.json:
         for row in frame.iter_rows(named=True):
             print(json.dumps(row, default=str))
@@ -414,6 +420,33 @@ def _demo_next_steps(args: argparse.Namespace) -> tuple[str, list[str]]:
     return header, lines
 
 
+# --- export -----------------------------------------------------------------------------------
+
+def _add_export(commands: Any) -> None:
+    export = _command(commands, "export", summary="write the rows as Hive-partitioned Parquet "
+                      "(incremental)", description="Write search_analytics as Hive-partitioned "
+                      "Parquet through DuckDB's COPY. A re-export rewrites only the partitions "
+                      "whose days changed since the last one.",
+                      codes=(EXIT_OK, EXIT_INCOMPLETE, EXIT_BAD_INPUT, EXIT_BUSY))
+    export.add_argument("db", help="the DuckDB file written by gsckit")
+    export.add_argument("--to", required=True, metavar="DIR", help="the export folder "
+                        "(required; created; _gsckit_export.json in it records what was "
+                        "exported)")
+    export.add_argument("--partition-by", default="site,month", help="comma-separated keys "
+                        "from site, search_type, dimensions, year, month")
+    export.add_argument("--full", action="store_true", help="rewrite every partition (also to "
+                        "change the partitioning of an existing folder)")
+    export.add_argument("--json", action="store_true", help="print one JSON summary line")
+    export.set_defaults(handler=_export)
+
+
+def _export(args: argparse.Namespace) -> int:
+    report = Database(args.db).export_parquet(args.to, partition_by=args.partition_by,
+                                              full=args.full)
+    print(json.dumps(report.to_dict()) if args.json else report.summary())
+    return EXIT_OK
+
+
 # --- what a fresh shell can run -------------------------------------------------------------
 
 def gsckit_command() -> str:
@@ -440,7 +473,7 @@ def _print_commands(header: str, lines: list[str]) -> None:
 # --- entry point ------------------------------------------------------------------------------
 
 COMMANDS: tuple[Callable[[Any], None], ...] = (_add_backfill, _add_status, _add_sim, _add_demo,
-                                               add_connect_commands)
+                                               add_connect_commands, _add_export)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -83,6 +83,9 @@ class EngineConfig:
     ``qpm_report_s``: seconds between ``qpm`` audit lines.
     ``db_memory_limit``: DuckDB's buffer memory; without it DuckDB keeps up to 80% of RAM of table
     blocks and a long backfill's memory grows with the file.
+    ``db_wait_s``: seconds to wait for the database while another process holds it (a reader
+    of a dry run waits for a backfill's next commit; a backfill waits for a process outside
+    gsckit's lock protocol) before :class:`DatabaseLocked` (exit 75).
     """
 
     max_concurrency: int = 8
@@ -97,6 +100,7 @@ class EngineConfig:
     base_url: str = DEFAULT_BASE_URL
     qpm_report_s: float = 2.0
     db_memory_limit: str = "64MB"
+    db_wait_s: float = 5.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     timeouts: Timeouts = field(default_factory=Timeouts)
 
@@ -123,6 +127,8 @@ class EngineConfig:
             raise ConfigError("qpm_report_s must be positive")
         object.__setattr__(self, "base_url", check_base_url(self.base_url))
         check_size(self.db_memory_limit)
+        if not 0 <= self.db_wait_s <= 86_400:
+            raise ConfigError(f"db_wait_s must be 0..86400 seconds, got {self.db_wait_s}")
 
 
     @property

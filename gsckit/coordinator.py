@@ -41,16 +41,23 @@ import polars as pl
 
 from .client import Client, Emit, QuotaExhausted, SitePaused
 from .config import EngineConfig
-from .errors import AuditLogError, GsckitError, InternalError, RunHalted, StoreError
+from .errors import (
+    AuditLogError,
+    CommitError,
+    GsckitError,
+    InternalError,
+    RunHalted,
+    StoreError,
+)
 from .planner import Slice
 from .store import Commit, Staged, Store
 
 _CONTINUE, _NEW = 0, 1
-# DuckDB's row-group size. A transaction inserting this many rows writes them straight to the
-# file, which measured costlier end to end (120 days of 50,000 rows: 5.3-6.0 us/row of CPU with
-# groups crossing it, 4.5-4.9 without), so the writer groups the days that are ready into one
-# transaction only while the group stays under it (and never waits for more to arrive)
+# DuckDB's row-group size: the writer hands ready days to the store in groups up to it (and
+# never waits for more to arrive); the store commits them in transactions below it
 _GROUP_ROWS = 122_880
+# how often an idle writer asks the store whether a reader is waiting for the file
+_IDLE_CHECK_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -493,19 +500,27 @@ class Engine:
 
     async def _write(self) -> None:
         while True:
-            while not self._ready:
+            if not self._ready:
                 self._ready_event.clear()
-                await self._ready_event.wait()
+                try:
+                    await asyncio.wait_for(self._ready_event.wait(), _IDLE_CHECK_S)
+                except TimeoutError:
+                    # the store lends the file to a waiting reader while no day is ready
+                    await asyncio.wrap_future(self._pool.submit(self.store.idle))
+                continue
             group = [self._ready.popleft()]
             rows = group[0].rows
-            while self._ready and rows + self._ready[0].rows < _GROUP_ROWS:
-                rows += self._ready[0].rows
+            while rows < _GROUP_ROWS and self._ready:
                 group.append(self._ready.popleft())
+                rows += group[-1].rows
             future = self._pool.submit(self._commit, group)
             self._committing = (group, future)
             try:
                 results = await asyncio.wrap_future(future)
             except StoreError as exc:
+                saved = exc.committed if isinstance(exc, CommitError) else ()
+                for state, result in zip(group, saved, strict=False):
+                    self._account(state, result)  # days saved before the failing one
                 self._halted.set()
                 raise _Halt(exc) from None
             self._committing = None

@@ -7,7 +7,8 @@
     ├── CredentialRefused            the token endpoint refused a grant: revoked key or token
     ├── SiteUnserved                 a pool lost every credential that could read a site
     ├── StoreError                   the DuckDB file cannot be used
-    │   └── DatabaseLocked           another process holds the file (exit 2)
+    │   ├── DatabaseLocked           another writer, or a busy file past the wait (exit 75)
+    │   └── CommitError              a commit failed (disk full, file too large, I/O error)
     ├── TransportError               connection reset, timeout, truncated or invalid body (retried)
     ├── ApiError                     an HTTP error answer from Search Console
     │   ├── RateLimited              429 / 403 rate or load quota (slowed down; load: site paused)
@@ -70,9 +71,23 @@ class StoreError(GsckitError):
 
 
 class DatabaseLocked(StoreError):
-    """Another process holds the DuckDB file's write lock."""
+    """Another writer holds the file, or it stayed busy past the wait: temporary, retry later.
 
-    exit_code = 2
+    Exit code 75 is ``EX_TEMPFAIL`` from sysexits.h: schedulers treat it as "try again".
+    """
+
+    exit_code = 75
+
+
+class CommitError(StoreError):
+    """A commit failed; ``committed`` holds the results of the days saved before it."""
+
+    def __init__(self, message: str, committed: tuple[Any, ...] = ()) -> None:
+        super().__init__(message)
+        self.committed = committed
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (str(self), self.committed))
 
 
 class TransportError(GsckitError):

@@ -74,7 +74,7 @@ def preview(
     done: set[str] = set()
     history: dict[tuple[str, str, str, str], float] = {}
     if Path(db).exists():
-        database = Database(db)
+        database = Database(db, wait=cfg.db_wait_s)
         done = set() if force else database.completed(slices)
         history = database.pages_per_day()
     todo = [s for s in slices if s.key not in done]
@@ -136,7 +136,7 @@ async def backfill_async(
     emitter = Emitter(listeners)
     closers: list[Any] = []
     with shared_limiter(cfg, keys) as limiter:
-        store = Store(db, memory_limit=cfg.db_memory_limit)
+        store = Store(db, memory_limit=cfg.db_memory_limit, wait=cfg.db_wait_s)
         try:
             if audit_log is not None:
                 log = AuditLog(audit_log)

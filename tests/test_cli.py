@@ -198,10 +198,10 @@ def test_locked_database_names_the_holder_and_sends_nothing(thread_sim, tmp_path
         assert holder.stdout.readline().strip() == "ready"
         code, out, err = cli(capsys, "backfill", SITE, "--start", DAY, "--end", DAY, "--db", db,
                              "--audit-log", audit, "--base-url", sim.base_url, "--token", TOKEN,
-                             "--no-progress")
+                             "--no-progress", "--wait", "0.3")
         line = one_error_line(err)
-        assert code == 2
-        assert "locked" in line and f"PID {holder.pid}" in line, line
+        assert code == 75  # EX_TEMPFAIL: contention is temporary, not bad input
+        assert "busy" in line and f"PID {holder.pid}" in line, line
         assert out == ""
         assert sim.stats()["requests"] == 0
         assert not audit.exists()

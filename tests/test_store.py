@@ -3,9 +3,13 @@ state in the ledger, and the read-side ``Database``."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import stat
-from datetime import date
+import subprocess
+import sys
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import duckdb
@@ -15,7 +19,7 @@ import pytest
 import gsckit
 from gsckit import ConfigError, Database, Slice, StoreError
 from gsckit.events import AuditLog, Event
-from gsckit.store import LEDGER, TABLE, Commit, Staged, Store
+from gsckit.store import LEDGER, SCHEMA_VERSION, TABLE, Commit, Staged, Store
 
 from .conftest import SITE, assert_matches_truth, day_range, days_ago, run
 
@@ -172,7 +176,7 @@ def test_uncastable_frame_fails_the_commit_and_writes_nothing(db):
         commit(store, piece(day), page(["a", "b"]), run_id="first")
         bad = page(["x", "y", "z"]).with_columns(
             pl.Series("clicks", ["7", "8", "lots"], dtype=pl.String))
-        with pytest.raises(StoreError, match="commit of"):
+        with pytest.raises(StoreError, match="cannot store the rows"):
             commit(store, piece(day), bad, run_id="second")
         with pytest.raises(StoreError):
             commit(store, piece(days_ago(9)), bad, run_id="second")
@@ -362,3 +366,202 @@ class FailingLedgerOnSecond(FailingLedger):
             if self._seen == 1:
                 return self._con.execute(sql, *args, **kwargs)
         return super().execute(sql, *args, **kwargs)
+
+
+# --- a commit that fails for real: a file size limit ----------------------------------------
+
+FSIZE_CHILD = r"""
+import json, resource, signal, sys
+import gsckit
+import gsckit.store.writer as writer
+base_url, db, start, end, limit, wal = sys.argv[1:7]
+if wal != "-":
+    writer.WAL_CHECKPOINT = wal
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of being killed
+resource.setrlimit(resource.RLIMIT_FSIZE, (int(limit), resource.RLIM_INFINITY))
+out = {}
+try:
+    gsckit.backfill("sc-domain:example.com", start, end, db=db, base_url=base_url,
+                    token="t", progress=False, max_concurrency=2)
+    out["halted"] = False
+except gsckit.RunHalted as exc:
+    out.update(halted=True, message=str(exc), done=exc.report.done, cause=type(exc.cause).__name__)
+resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+if sys.argv[7] == "rerun":  # the same process runs again: it must reopen the file and resume
+    report = gsckit.backfill("sc-domain:example.com", start, end, db=db, base_url=base_url,
+                             token="t", progress=False)
+    out.update(rerun_ok=report.ok, rerun_done=report.done, rerun_skipped=report.skipped)
+print(json.dumps(out))
+"""
+
+
+def _consistent(db: Path) -> int:
+    """Every ledger entry has exactly its rows and no rows lack an entry; returns the days."""
+    with duckdb.connect(str(db), read_only=True) as con:
+        bad = con.execute(
+            f"SELECT count(*) FROM {LEDGER} l WHERE rows <> (SELECT count(*) FROM gsckit_rows r "
+            "WHERE r.slice_id = l.slice_id)").fetchall()[0][0]
+        orphans = con.execute(f"SELECT count(*) FROM gsckit_rows WHERE slice_id NOT IN "
+                              f"(SELECT slice_id FROM {LEDGER})").fetchall()[0][0]
+        days = con.execute(f"SELECT count(*) FROM {LEDGER}").fetchall()[0][0]
+    assert (bad, orphans) == (0, 0), "a day is partly committed"
+    return days
+
+
+@pytest.mark.parametrize("wal, cause", [("-", "File too large while committing"),
+                                        ("128KB", "invalidated")],
+                         ids=["wal_write_fails", "checkpoint_invalidates_the_database"])
+def test_a_commit_that_hits_a_file_size_limit_halts_with_the_cause_and_resumes(
+        thread_sim, tmp_path, wal, cause):
+    sim = thread_sim(rows_per_day=3_000)
+    days = day_range(40, 12)
+    db = tmp_path / "gsc.duckdb"
+    Store(db).close()
+    limit = db.stat().st_size + 1_500_000
+    rerun = "rerun" if wal != "-" else "once"
+    proc = subprocess.run([sys.executable, "-c", FSIZE_CHILD, sim.base_url, str(db),
+                           str(days[0]), str(days[-1]), str(limit), wal, rerun],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.splitlines()[-1])
+    assert out["halted"] is True, out
+    message = out["message"]
+    assert "\n" not in message and "File too large" in message and cause in message, message
+    assert "re-run" in message and out["cause"] == "CommitError"
+    assert 0 < out["done"] < len(days)
+    if wal == "-":
+        assert _consistent(db) == out["done"], "the report counts exactly the saved days"
+        again = asyncio.run(_rerun(sim, db, days))
+        assert again.ok and again.skipped == out["done"]
+    else:
+        assert out["rerun_ok"] and out["rerun_done"] + out["rerun_skipped"] == len(days)
+    assert _consistent(db) == len(days)
+    sim.do(assert_matches_truth, db, sim.sim, days)
+
+
+async def _rerun(sim, db: Path, days) -> gsckit.Report:
+    return await gsckit.backfill_async(SITE, days[0], days[-1], db=db, token="t",
+                                       base_url=sim.base_url, progress=False)
+
+
+# --- position may be absent (Discover, Google News) -----------------------------------------
+
+def test_rows_without_a_position_are_stored_as_null(db):
+    from gsckit.parse import parse_page
+
+    body = json.dumps({"rows": [
+        {"keys": ["https://ex.example/a"], "clicks": 3, "impressions": 40, "ctr": 0.075},
+        {"keys": ["https://ex.example/b"], "clicks": 1, "impressions": 9, "ctr": 0.111}]})
+    frame = parse_page(body.encode(), ("page",))
+    assert frame["position"].null_count() == 2
+    discover = piece(days_ago(10), search_type="discover", dimensions=("page",))
+    with Store(db) as store:
+        assert commit(store, discover, frame) == Commit(rows=2, duplicates=0)
+    got = gsckit.open(db).frame(search_type="discover")
+    assert got["page"].to_list() == ["https://ex.example/a", "https://ex.example/b"]
+    assert got["position"].to_list() == [None, None]
+    assert got["clicks"].to_list() == [3, 1]
+
+
+# --- schema versions ------------------------------------------------------------------------
+
+V1_DDL = """
+CREATE TABLE search_analytics (site VARCHAR NOT NULL, search_type VARCHAR NOT NULL,
+    dimensions VARCHAR NOT NULL, filters VARCHAR NOT NULL, date DATE NOT NULL, hour TIMESTAMPTZ,
+    query VARCHAR, page VARCHAR, country VARCHAR, device VARCHAR, search_appearance VARCHAR,
+    clicks BIGINT NOT NULL, impressions BIGINT NOT NULL, ctr DOUBLE NOT NULL,
+    position DOUBLE NOT NULL, data_state VARCHAR NOT NULL, fetched_at TIMESTAMPTZ NOT NULL);
+CREATE TABLE gsckit_ledger (slice_key VARCHAR PRIMARY KEY, site VARCHAR NOT NULL,
+    search_type VARCHAR NOT NULL, dimensions VARCHAR NOT NULL, filters VARCHAR NOT NULL,
+    date DATE NOT NULL, data_state VARCHAR NOT NULL, rows BIGINT NOT NULL, pages INTEGER NOT NULL,
+    requests INTEGER NOT NULL, duplicates INTEGER NOT NULL, fetched_at TIMESTAMPTZ NOT NULL,
+    run_id VARCHAR NOT NULL);
+CREATE TABLE gsckit_meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL);
+INSERT INTO gsckit_meta VALUES ('schema_version', '1');
+"""
+
+
+def _v1_file(path: Path) -> None:
+    """A file as the first release wrote it: three slices of two sites, with rows."""
+    with duckdb.connect(str(path)) as con:
+        con.execute(V1_DDL)
+        for n, (site, day, queries) in enumerate([(SITE, days_ago(12), ["a", "b", "c"]),
+                                                  (SITE, days_ago(11), ["d"]),
+                                                  (OTHER, days_ago(12), ["e", "f"])]):
+            s = piece(day, site=site)
+            rows = page(queries).with_columns(
+                pl.lit(site).alias("site"), pl.lit("web").alias("search_type"),
+                pl.lit(s.dimensions_key).alias("dimensions"), pl.lit("").alias("filters"),
+                pl.lit(day).alias("date"), pl.lit(None, pl.Datetime("us", "UTC")).alias("hour"),
+                pl.lit(None, pl.String).alias("country"), pl.lit(None, pl.String).alias("device"),
+                pl.lit(None, pl.String).alias("search_appearance"),
+                pl.lit("final").alias("data_state"),
+                pl.lit(datetime(2026, 1, 1, tzinfo=UTC)).alias("fetched_at"))
+            con.from_arrow(rows.select(V1_COLUMNS).__arrow_c_stream__()).insert_into(TABLE)
+            con.execute(f"INSERT INTO {LEDGER} VALUES (?, ?, 'web', ?, '', ?, 'final', ?, 1, 1, "
+                        "0, TIMESTAMPTZ '2026-01-01 00:00:00+00', ?)",
+                        [s.key, site, s.dimensions_key, day, len(queries), f"old-{n}"])
+
+
+V1_COLUMNS = ["site", "search_type", "dimensions", "filters", "date", "hour", "query", "page",
+              "country", "device", "search_appearance", "clicks", "impressions", "ctr",
+              "position", "data_state", "fetched_at"]
+
+
+def _version(path: Path) -> str:
+    return gsckit.open(path).sql("SELECT value FROM gsckit_meta WHERE key = 'schema_version'"
+                                 ).item()
+
+
+def test_an_old_file_is_read_as_it_is_and_upgraded_once_by_the_writer(db):
+    _v1_file(db)
+    reader = gsckit.open(db)
+    before = reader.frame()
+    before_days = reader.days()
+    assert before.height == 6 and before.columns == V1_COLUMNS
+    assert reader.status()["days"].to_list() == [1, 2]
+    assert _version(db) == "1", "a reader never migrates"
+    with Store(db) as store:
+        assert _version(db) == str(SCHEMA_VERSION)
+        assert store.completed([piece(days_ago(12)), piece(days_ago(10))]) == {
+            piece(days_ago(12)).key}
+        # the upgraded table takes what v1 refused: rows without a position
+        commit(store, piece(days_ago(10)), page(["g"]).with_columns(
+            pl.lit(None, pl.Float64).alias("position")))
+    after = gsckit.open(db)
+    assert after.frame().filter(pl.col("date") != days_ago(10)).equals(before)
+    assert after.days().drop("slice_id").filter(pl.col("date") != days_ago(10)).equals(
+        before_days)
+    assert after.frame(start=days_ago(10))["position"].to_list() == [None]
+    with duckdb.connect(str(db), read_only=True) as con:
+        kinds = dict(con.execute("SELECT table_name, table_type FROM information_schema.tables"
+                                 ).fetchall())
+    assert kinds[TABLE] == "VIEW" and kinds["gsckit_rows"] == "BASE TABLE"
+    snapshot = gsckit.open(db).frame()
+    Store(db).close()  # opening an upgraded file changes nothing
+    assert gsckit.open(db).frame().equals(snapshot) and _version(db) == str(SCHEMA_VERSION)
+
+
+def test_a_failed_upgrade_leaves_the_old_file_as_it_was(db, monkeypatch):
+    from gsckit.store import schema
+
+    _v1_file(db)
+    before = gsckit.open(db).frame()
+
+    def broken(con):
+        schema._v1_to_v2(con)
+        raise duckdb.IOException("disk I/O error")
+
+    monkeypatch.setitem(schema.MIGRATIONS, 1, broken)
+    with pytest.raises(StoreError, match="not usable"):
+        Store(db)
+    assert _version(db) == "1"
+    assert gsckit.open(db).frame().equals(before)
+
+
+def test_a_file_from_a_newer_gsckit_is_refused_by_the_writer(db):
+    Store(db).close()
+    with duckdb.connect(str(db)) as con:
+        con.execute("UPDATE gsckit_meta SET value = '99' WHERE key = 'schema_version'")
+    with pytest.raises(ConfigError, match="newer gsckit"):
+        Store(db)

@@ -1,0 +1,196 @@
+"""Read access to a gsckit file that never blocks, and is never blocked for long by, a backfill.
+
+Inside the process that is writing the file, a read is a read-only transaction on a cursor of the
+writer's own DuckDB connection: it sees every committed day and waits for nothing. Anywhere else
+a read takes the reader's side of the lock protocol (:mod:`.locks`), so the writer lends the file
+after its current commit, and opens the file read-only; only past ``wait`` seconds does it give up
+with a one-line :class:`DatabaseLocked` naming the holder. Every read is read-only.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from datetime import date
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import duckdb
+import polars as pl
+
+from ..errors import ConfigError, StoreError
+from ..planner import Slice
+from . import schema
+from .access import busy, check_path, connect, holder
+from .locks import Timeout, current_writer, reader_pass
+from .schema import LEDGER, TABLE
+from .writer import completed, local_writer
+
+if TYPE_CHECKING:
+    from ..export import ExportReport
+
+T = TypeVar("T")
+DEFAULT_WAIT_S = 5.0
+_READ_ONLY = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
+
+
+def plain_numbers(frame: pl.DataFrame) -> pl.DataFrame:
+    """Decimal and 128-bit integer columns (DuckDB's ``SUM`` of integers) as Int64 or Float64."""
+    casts = []
+    for name, dtype in frame.schema.items():
+        whole = dtype == pl.Int128 or (isinstance(dtype, pl.Decimal) and dtype.scale == 0)
+        if whole:
+            try:
+                casts.append(frame.get_column(name).cast(pl.Int64, strict=True))
+                continue
+            except pl.exceptions.InvalidOperationError:
+                pass  # beyond 64 bits: a float keeps the magnitude
+        if whole or isinstance(dtype, pl.Decimal):
+            casts.append(frame.get_column(name).cast(pl.Float64))
+    return frame.with_columns(casts) if casts else frame
+
+
+def _check_read_only(query: str) -> None:
+    try:
+        statements = duckdb.extract_statements(query)
+    except duckdb.Error as exc:
+        raise StoreError(str(exc).splitlines()[0]) from None
+    for statement in statements:
+        if statement.type not in _READ_ONLY:
+            kind = statement.type.name
+            raise StoreError(f"Database.sql runs read-only queries (SELECT, EXPLAIN), not "
+                             f"{kind}: the file is written only by a backfill")
+
+
+class Database:
+    """Read access to a gsckit DuckDB file: polars frames, SQL and the completion status.
+
+    ``wait``: seconds a read may wait while another process is writing the file (it gets the
+    file between two commits, usually well within a second); past it, :class:`DatabaseLocked`.
+    Opening checks the file once (unless a gsckit backfill is writing it, which checked it), so
+    a path that is not a gsckit database fails here.
+    """
+
+    def __init__(self, path: str | os.PathLike[str] = "gsc.duckdb", *,
+                 wait: float = DEFAULT_WAIT_S) -> None:
+        self.path = Path(path)
+        check_path(self.path)
+        if not self.path.exists():
+            raise ConfigError(f"database {str(self.path)!r} does not exist; run a backfill first")
+        if not isinstance(wait, int | float) or wait < 0:
+            raise ConfigError(f"wait must be a number of seconds >= 0, got {wait!r}")
+        self.wait = float(wait)
+        # a file a gsckit writer holds has been checked by it; asking for it here would only
+        # cost a lend, and the first query a second one
+        if current_writer(self.path) is None:
+            self._read(lambda con: None)
+
+    def __repr__(self) -> str:
+        return f"Database({str(self.path)!r})"
+
+    def _read(self, fn: Callable[[Any], T]) -> T:
+        """Run ``fn(connection)`` in a read-only view of the committed data."""
+        store = local_writer(self.path)
+        if store is not None:
+            with store.reading() as cursor:
+                if cursor is not None:
+                    return self._call(fn, cursor)
+        deadline = time.monotonic() + self.wait
+        try:
+            with reader_pass(self.path, deadline):
+                con = connect(self.path, read_only=True, deadline=deadline, waited=self.wait)
+                try:
+                    if schema.check_readable(con, str(self.path)) == "empty":
+                        return self._empty(fn)
+                    return self._call(fn, con)
+                finally:
+                    con.close()
+        except Timeout:
+            raise busy(self.path, self.wait, holder(self.path)) from None
+
+    def _empty(self, fn: Callable[[Any], T]) -> T:
+        """A DuckDB file with no tables yet reads like a gsckit file with no days."""
+        con = duckdb.connect(":memory:")
+        try:
+            schema.memory_surface(con)
+            return self._call(fn, con)
+        finally:
+            con.close()
+
+    @staticmethod
+    def _call(fn: Callable[[Any], T], con: Any) -> T:
+        try:
+            return fn(con)
+        except duckdb.Error as exc:
+            raise StoreError(str(exc).splitlines()[0]) from None
+
+    def sql(self, query: str, params: Sequence[Any] | None = None) -> pl.DataFrame:
+        """Run a read-only query (SELECT, EXPLAIN) and return a polars DataFrame.
+
+        Aggregates come back as plain numbers: ``SUM`` of integers as Int64 (Float64 beyond 64
+        bits), decimals as Float64. Anything that would write is refused in one line.
+        """
+        _check_read_only(query)
+        args = list(params) if params else None
+        frame = self._read(lambda con: pl.DataFrame(con.sql(query, params=args)))
+        return plain_numbers(frame)
+
+    def frame(self, site: str | None = None, *, start: date | str | None = None,
+              end: date | str | None = None, search_type: str | None = None,
+              dimensions: str | Sequence[str] | None = None) -> pl.DataFrame:
+        """Rows of ``search_analytics``, optionally narrowed to a site, a date range, a search
+        type and a dimension set; ordered by date then clicks."""
+        where, params = [], []
+        for column, value in (("site", site), ("search_type", search_type)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if dimensions is not None:
+            where.append("dimensions = ?")
+            params.append(dimensions if isinstance(dimensions, str) else ",".join(dimensions))
+        if start is not None:
+            where.append("date >= ?::DATE")
+            params.append(str(start))
+        if end is not None:
+            where.append("date <= ?::DATE")
+            params.append(str(end))
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        return self.sql(f"SELECT * FROM {TABLE}{clause} ORDER BY date, clicks DESC, query, page",
+                        params)
+
+    def status(self) -> pl.DataFrame:
+        """One row per stream: complete days, first and last day, days missing in between,
+        rows, last fetch."""
+        return self.sql(
+            f"SELECT site, search_type, dimensions, filters, data_state, count(*) AS days, "
+            f"min(date) AS first_day, max(date) AS last_day, "
+            f"date_diff('day', min(date), max(date)) + 1 - count(*) AS gaps, "
+            f"sum(rows)::BIGINT AS rows, "
+            f"max(fetched_at) AS last_fetched FROM {LEDGER} "
+            f"GROUP BY ALL ORDER BY site, search_type, dimensions, filters, data_state")
+
+    def completed(self, slices: Iterable[Slice]) -> set[str]:
+        """Keys of ``slices`` already committed (same rule as the writer uses to skip days)."""
+        wanted = list(slices)
+        return self._read(lambda con: completed(con, wanted))
+
+    def pages_per_day(self) -> dict[tuple[str, str, str, str], float]:
+        """Average pages a committed day needed, per stream: the basis of request estimates."""
+        frame = self.sql(f"SELECT site, search_type, dimensions, filters, avg(pages) AS pages "
+                         f"FROM {LEDGER} GROUP BY ALL")
+        return {(r[0], r[1], r[2], r[3]): float(r[4]) for r in frame.iter_rows()}
+
+    def days(self, site: str | None = None) -> pl.DataFrame:
+        """The ledger: one row per committed day slice."""
+        clause, params = ("", []) if site is None else (" WHERE site = ?", [site])
+        return self.sql(f"SELECT * FROM {LEDGER}{clause} ORDER BY site, date", params)
+
+    def export_parquet(self, to: str | os.PathLike[str], *,
+                       partition_by: str | Sequence[str] = ("site", "month"),
+                       full: bool = False) -> ExportReport:
+        """Write the rows as Hive-partitioned Parquet under ``to``, rewriting only partitions
+        whose days changed since the last export (see :mod:`gsckit.export`)."""
+        from ..export import export_parquet
+
+        return export_parquet(self, to, partition_by=partition_by, full=full)
