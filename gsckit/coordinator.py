@@ -10,10 +10,12 @@ always queued: the days that hold pages can always finish, so no setting of ``ma
 or of the bound can deadlock. A short or empty page ends the day, whose pages are committed
 together by the writer thread.
 
-Sites are independent. A load-quota pause parks a site: its unfinished days give back their
-pages and wait, with its days not yet started, until a timer ends the pause; no worker sleeps
-for it, so the workers serve the other sites. A site whose load quota persists after the pause
-is stopped: its remaining days are dropped and reported, and the others finish.
+Sites are independent. A load-quota pause parks a site: its requests are set aside (its days in
+progress keep the pages they have) and its days not yet started wait, until a timer ends the
+pause; no worker sleeps for it, so the workers serve the other sites. Then one request probes
+the site; if the load quota answers it again, the quota persists and the site is stopped (its
+remaining days are dropped and reported, and the others finish); otherwise everything it set
+aside goes on.
 
 Workers check the halt switch before and after every HTTP call; an unrecoverable error cancels
 every task (in-flight requests, limiter waits, backoffs) through the TaskGroup and nothing partial
@@ -181,6 +183,8 @@ class Engine:
         self._backlog: deque[tuple[int, Slice]] = deque(enumerate(self._slices))
         self._resumed: deque[tuple[int, Slice]] = deque()
         self._deferred: dict[str, list[tuple[int, Slice]]] = {}
+        self._parked: dict[str, list[tuple[_SliceState, int]]] = {}
+        self._probing: dict[str, str | None] = {}
         self._due: list[str] = []
         self._more = asyncio.Event()
         # days admitted and not yet committed, oldest first
@@ -305,7 +309,7 @@ class Engine:
                 self._room.clear()
                 await self._room.wait()
             order, piece = item
-            if piece.site in self._paused or piece.site in self._stopped:
+            if self._held_back(piece):
                 self._set_aside(order, piece)  # the site paused or stopped meanwhile
                 continue
             state = self._open[piece.key] = _SliceState(piece, order)
@@ -321,11 +325,18 @@ class Engine:
             self._resume_site(self._due.pop(0))
         while self._resumed or self._backlog:
             order, piece = (self._resumed or self._backlog).popleft()
-            if piece.site in self._paused or piece.site in self._stopped:
+            if self._held_back(piece):
                 self._set_aside(order, piece)
                 continue
             return order, piece
         return None
+
+    def _held_back(self, piece: Slice) -> bool:
+        """Whether a day may not start now: its site is paused, stopped, or being probed by
+        another request."""
+        site = piece.site
+        return (site in self._paused or site in self._stopped
+                or (site in self._probing and self._probing[site] != piece.key))
 
     def _set_aside(self, order: int, piece: Slice) -> None:
         if piece.site in self._stopped:
@@ -348,14 +359,22 @@ class Engine:
         """Queue a day's next page if a page is free, or the day is the oldest in progress."""
         if start_row in state.queued:
             return
-        if not self._queue.full() and (self._units < self._budget
-                                       or self._is_oldest(state)):
+        site = state.piece.site
+        if site in self._paused or site in self._probing:
+            self._parked.setdefault(site, []).append((state, start_row))
+        elif not self._queue.full() and (self._units < self._budget
+                                         or self._is_oldest(state)):
             self._enqueue(state, start_row, _CONTINUE)
         else:
             self._waiting.append((state, start_row))
 
     def _is_oldest(self, state: _SliceState) -> bool:
-        return next(iter(self._open.values()), None) is state
+        """Whether ``state`` is the oldest day in progress among the sites that may send."""
+        for candidate in self._open.values():
+            site = candidate.piece.site
+            if site not in self._paused and site not in self._probing:
+                return candidate is state
+        return False
 
     def _release(self, pages: int) -> None:
         """Give back ``pages``: waiting continuations get them first, then the feeder."""
@@ -365,7 +384,10 @@ class Engine:
             for state, start_row in self._waiting:
                 if not state.wants(start_row) or start_row in state.queued:
                     continue
-                if self._is_oldest(state) and not self._queue.full():
+                site = state.piece.site
+                if site in self._paused or site in self._probing:
+                    self._parked.setdefault(site, []).append((state, start_row))
+                elif self._is_oldest(state) and not self._queue.full():
                     self._enqueue(state, start_row, _CONTINUE)
                 else:
                     kept.append((state, start_row))
@@ -384,29 +406,34 @@ class Engine:
             _, _, state, start_row = await self._queue.get()
             if self._halted.is_set():
                 return
+            site = state.piece.site
             if not state.wants(start_row):
                 self._release(1)
+                self._probed(site)  # a probe that is no longer needed proves nothing
                 continue
             try:
                 page = await self.client.fetch_page(state.piece, start_row)
             except SitePaused as paused:
                 self._release(1)
-                self._pause_site(paused.site, paused.until)
+                self._pause_site(site, paused.until)
+                self._parked.setdefault(site, []).append((state, start_row))
                 continue
             except QuotaExhausted as exc:
                 self._release(1)
-                self._stop_site(state.piece.site, exc)
+                self._stop_site(site, exc)
                 continue
             except GsckitError as exc:
                 if getattr(exc, "retryable", False):
                     self._release(1)
                     self._fail(state, start_row, exc)
+                    self._probed(site)
                     continue
                 self._halted.set()
                 self._emit("halt", site=state.piece.site, day=state.piece.day, error=str(exc))
                 raise _Halt(exc) from None
             if self._halted.is_set():
                 return
+            self._probed(site)
             state.requests += page.attempts
             self._on_page(state, start_row, page.frame)
 
@@ -453,15 +480,11 @@ class Engine:
     # sites: pause and stop ----------------------------------------------------------------------
 
     def _pause_site(self, site: str, until: float) -> None:
-        """Park a site until ``until`` (loop time): its unfinished days wait with its new ones."""
+        """Park a site until ``until`` (loop time): its requests wait, and so do its new days."""
         if site in self._paused or site in self._stopped:
             return
         loop = asyncio.get_running_loop()
         self._paused[site] = loop.call_at(until, self._pause_ended, site)
-        parked = [s for s in self._open.values() if s.piece.site == site and not s.closed]
-        for state in parked:
-            self._drop(state)
-            self._deferred.setdefault(site, []).append((state.order, state.piece))
 
     def _pause_ended(self, site: str) -> None:
         # a timer callback: the feeder (a guarded task) does the work
@@ -469,12 +492,42 @@ class Engine:
         self._more.set()
 
     def _resume_site(self, site: str) -> None:
+        """The pause is over: send one request to see whether the load quota persists."""
         if self._paused.pop(site, None) is None:
             return  # stopped meanwhile
+        parked = [(state, row) for state, row in self._parked.pop(site, [])
+                  if state.wants(row)]
+        self._emit("resume", site=site, parked=len(parked),
+                   days=len(self._deferred.get(site, [])))
+        if parked:
+            self._probing[site] = None
+            self._parked[site] = parked[1:]
+            self._admit(*parked[0])
+        elif self._deferred.get(site):
+            order, piece = self._deferred[site].pop(0)
+            self._probing[site] = piece.key
+            self._resumed.appendleft((order, piece))
+        self._more.set()
+
+    def _probed(self, site: str) -> None:
+        """A request of a site being probed was answered (not by the load quota): go on."""
+        if self._probing.pop(site, "none") == "none":
+            return
+        for state, row in self._parked.pop(site, []):
+            if state.wants(row):
+                self._admit(state, row)
         days = self._deferred.pop(site, [])
         self._resumed = deque(sorted([*self._resumed, *days], key=lambda item: item[0]))
-        self._emit("resume", site=site, days=len(days))
         self._more.set()
+
+    def _admit(self, state: _SliceState, start_row: int) -> None:
+        """Queue a set-aside page under the page bound (a site's probe goes at once)."""
+        if start_row in state.queued:
+            state.queued.discard(start_row)  # it was parked, not queued
+        if self._units < self._budget or self._probing.get(state.piece.site, "none") is None:
+            self._enqueue(state, start_row, _CONTINUE)
+        else:
+            self._waiting.append((state, start_row))
 
     def _stop_site(self, site: str, error: GsckitError) -> None:
         """Stop a site whose load quota persists; its remaining days are dropped and reported."""
@@ -484,6 +537,8 @@ class Engine:
         timer = self._paused.pop(site, None)
         if timer is not None:
             timer.cancel()
+        self._probing.pop(site, None)
+        self._parked.pop(site, None)
         dropped = [s for s in self._open.values() if s.piece.site == site and not s.closed]
         for state in dropped:
             self._drop(state)

@@ -76,10 +76,15 @@ async def test_the_load_quota_pauses_the_site_once_then_it_resumes(make_sim, db)
     assert [e.data["site"] for e in events if e.kind == "resume"] == [SITE]
     assert not [e for e in events if e.kind == "retry"], "the load quota is not retried in place"
     assert time.perf_counter() - started >= 0.2
-    log = sim.request_log
+    log = sorted(sim.request_log, key=lambda r: r.arrived)
     paused_at = min(r.finished for r in log if r.fault == "403_quota")
     assert not [r for r in log if paused_at + 0.02 < r.arrived < paused_at + 0.18], (
         "a request of the paused site was sent during the pause")
+    # after the pause one request probes the site; the rest wait for its answer
+    probe, following = [r for r in log if r.arrived > paused_at + 0.18][:2]
+    assert following.arrived >= probe.finished
+    # the day that was in flight kept its page: nothing fetched twice
+    assert sim.stats()["duplicates"] == 0
     assert_matches_truth(db, sim, days)
 
 
