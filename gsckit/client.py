@@ -99,7 +99,8 @@ def shared_limiter(config: EngineConfig, keys: Iterable[LimiterKey]
     """The process's limiter for ``config``'s rate settings, held for ``keys`` while in use.
 
     Two backfills in one process (two notebook cells, a background job and a cell) that use the
-    same site or credential share its window, so together they stay under the quota. A run whose
+    same site or credential share its window, so together they stay under the quota; a run right
+    after another also finds the window (and any slow-down) the first one left. A run whose
     rate settings differ from those of a running backfill on the same site or credential is
     refused: the two limits could not both hold.
     """
@@ -131,6 +132,17 @@ def shared_limiter(config: EngineConfig, keys: Iterable[LimiterKey]
                     _IN_USE[key] = (settings, count)
                 else:
                     del _IN_USE[key]
+
+
+def forget_shared_limiters() -> None:
+    """Drop the process's idle limiters, their windows and slow-downs (for test isolation).
+
+    A limiter in use by a running backfill is kept.
+    """
+    with _SHARED_LOCK:
+        busy = {settings for settings, _ in _IN_USE.values()}
+        for settings in [s for s in _SHARED if s not in busy]:
+            del _SHARED[settings]
 
 
 @dataclass(frozen=True)
