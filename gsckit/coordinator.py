@@ -125,13 +125,15 @@ class Report:
 
 @dataclass(eq=False)
 class _SliceState:
-    """A day in progress: its pages so far. ``dead`` once dropped (failed, or its site paused or
-    stopped): its pages are given back and answers that still arrive for it are ignored."""
+    """A day in progress: its pages so far. ``spare``: a page kept for its second page while it
+    is not known whether it needs one. ``dead`` once dropped (failed, or its site stopped): its
+    pages are given back and answers that still arrive for it are ignored."""
 
     piece: Slice
     order: int
     pages: dict[int, pl.DataFrame] = field(default_factory=dict)
     queued: set[int] = field(default_factory=set)
+    spare: int = 0
     end: int | None = None
     requests: int = 0
     rows: int = 0
@@ -305,18 +307,25 @@ class Engine:
                 self._more.clear()
                 await self._more.wait()
                 continue
-            while self._units >= self._budget or self._waiting:
+            order, piece = item
+            # a day takes two pages at once unless its stream is known to need one: the second
+            # is sent (prefetch) when the stream needs several, else kept spare until page 0
+            # says whether it is needed, so a day never waits for a page for its second request
+            several = self._multi_page.get(piece.stream)
+            need = 1 if several is False else 2
+            while (self._units + need > self._budget and self._units) or self._waiting:
                 self._room.clear()
                 await self._room.wait()
-            order, piece = item
             if self._held_back(piece):
                 self._set_aside(order, piece)  # the site paused or stopped meanwhile
                 continue
             state = self._open[piece.key] = _SliceState(piece, order)
             self._enqueue(state, 0, _NEW)
-            if (self.config.prefetch and self._multi_page.get(piece.stream)
-                    and self._units < self._budget):
+            if need == 2 and several and self.config.prefetch:
                 self._enqueue(state, row_limit, _NEW)
+            elif need == 2:
+                state.spare = 1
+                self._units += 1
 
     def _next_day(self) -> tuple[int, Slice] | None:
         """The next day to start: resumed days first, then the plan; paused sites' days are
@@ -348,9 +357,12 @@ class Engine:
     # the page budget ----------------------------------------------------------------------------
 
     def _enqueue(self, state: _SliceState, start_row: int, priority: int) -> None:
-        """Queue a page; it holds one unpersisted page from now on."""
+        """Queue a page; it holds one unpersisted page from now on (its day's spare, if any)."""
         state.queued.add(start_row)
-        self._units += 1
+        if state.spare:
+            state.spare -= 1
+        else:
+            self._units += 1
         self.max_unpersisted_pages = max(self.max_unpersisted_pages, self._units)
         self._queue.put_nowait((priority, next(self._seq), state, start_row))
         self.max_queue = max(self.max_queue, self._queue.qsize())
@@ -362,7 +374,7 @@ class Engine:
         site = state.piece.site
         if site in self._paused or site in self._probing:
             self._parked.setdefault(site, []).append((state, start_row))
-        elif not self._queue.full() and (self._units < self._budget
+        elif not self._queue.full() and (state.spare or self._units < self._budget
                                          or self._is_oldest(state)):
             self._enqueue(state, start_row, _CONTINUE)
         else:
@@ -445,9 +457,13 @@ class Engine:
         state.rows += frame.height
         row_limit = self.config.row_limit
         if frame.height >= row_limit:
+            self._multi_page[state.piece.stream] = True
             self._continue(state, start_row + row_limit)
         else:
             state.end = start_row if state.end is None else min(state.end, start_row)
+            if state.spare:
+                state.spare = 0
+                self._release(1)
         if state.complete(row_limit):
             state.closed = True
             self._multi_page[state.piece.stream] = bool(state.end)
@@ -458,8 +474,9 @@ class Engine:
         """Forget an unfinished day: its pages are given back, late answers ignored."""
         state.dead = True
         self._open.pop(state.piece.key, None)
-        pages = len(state.pages)
+        pages = len(state.pages) + state.spare
         state.pages.clear()
+        state.spare = 0
         self._release(pages)
 
     def _fail(self, state: _SliceState, start_row: int, error: BaseException) -> None:
@@ -524,7 +541,8 @@ class Engine:
         """Queue a set-aside page under the page bound (a site's probe goes at once)."""
         if start_row in state.queued:
             state.queued.discard(start_row)  # it was parked, not queued
-        if self._units < self._budget or self._probing.get(state.piece.site, "none") is None:
+        if (state.spare or self._units < self._budget
+                or self._probing.get(state.piece.site, "none") is None):
             self._enqueue(state, start_row, _CONTINUE)
         else:
             self._waiting.append((state, start_row))
