@@ -36,6 +36,7 @@ from .errors import (
 )
 from .events import AuditLog, Event
 from .export import ExportReport
+from .jobs import Job, JobProgress, start
 from .planner import Filter, HorizonWarning, Query, Slice, make_query, plan
 from .runner import Preview, backfill, backfill_async, preview, run_sync
 from .sites import sites, sites_async
@@ -77,6 +78,8 @@ __all__ = [
     "GoogleCredentials",
     "GsckitError",
     "HorizonWarning",
+    "Job",
+    "JobProgress",
     "PermissionDenied",
     "Preview",
     "Query",
@@ -108,6 +111,7 @@ __all__ = [
     "run_sync",
     "sites",
     "sites_async",
+    "start",
 ]
 
 for _name in __all__:
