@@ -79,7 +79,7 @@ async def test_start_in_a_running_loop_is_awaitable_and_explore_reads_during_it(
     db = tmp_path / "gsc.duckdb"
     job = gsckit.start(SITE, days[0], days[-1], db=db, token=TOKEN, base_url=sim.base_url,
                        max_concurrency=2, progress=False)
-    while job.progress.done < 10:
+    while job.progress.done < 10:  # noqa: ASYNC110 (the job's figures, polled as a user would)
         await asyncio.sleep(0.02)
     with pytest.warns(ex.CompletenessWarning, match="not in the database"):
         frame = ex.overview(db, SITE)  # an analysis of the days committed so far
@@ -123,7 +123,7 @@ def test_bad_input_and_a_busy_database_fail_in_the_caller(thread_sim, tmp_path):
     sim = thread_sim(rows_per_day=300, latency_s=0.1)
     days = day_range(30, 10)
     db = tmp_path / "gsc.duckdb"
-    with pytest.raises(gsckit.ConfigError, match="start .* is after end"):
+    with pytest.raises(gsckit.ConfigError, match=r"start .* is after end"):
         gsckit.start(SITE, days[5], days[0], db=db, token=TOKEN, base_url=sim.base_url)
     with pytest.raises(gsckit.ConfigError, match="dimension"):
         gsckit.start(SITE, days[0], days[5], db=db, dimensions="date,nope", token=TOKEN)
@@ -138,7 +138,7 @@ def test_bad_input_and_a_busy_database_fail_in_the_caller(thread_sim, tmp_path):
                          max_concurrency=1, progress=False)
     wait_for(lambda: first.progress.state == "running")
     try:
-        with pytest.raises(gsckit.DatabaseLocked, match="being written by another backfill in this process"):
+        with pytest.raises(gsckit.DatabaseLocked, match="written by another backfill in this"):
             gsckit.start(SITE, days[0], days[-1], db=db, token=TOKEN, base_url=sim.base_url)
     finally:
         first.cancel()
