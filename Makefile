@@ -7,6 +7,7 @@ STAMP := $(VENV)/.installed
 LAB_STAMP := $(VENV)/.lab-installed
 FIG_STAMP := $(VENV)/.figures-installed
 LAB_ARGS ?=
+NOTEBOOK ?= notebooks/quickstart.ipynb
 
 .PHONY: demo test notebook soak bench figures venv clean
 
@@ -34,7 +35,7 @@ $(LAB_STAMP): $(STAMP)
 
 # Jupyter refuses to run as root unless told to (containers often run as root)
 notebook: $(LAB_STAMP)
-	$(BIN)/jupyter lab notebooks/quickstart.ipynb $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
+	$(BIN)/jupyter lab $(NOTEBOOK) $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 # the README's Explore figures (docs/figures/*.png), drawn from the simulator; Pillow shrinks them
 $(FIG_STAMP): $(STAMP)

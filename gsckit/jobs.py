@@ -8,9 +8,8 @@ own loop or a script with no loop at all. Reads in the same process see every co
 it runs (the store serves them from the writer's own connection).
 
 Where its display goes: in a notebook the progress bar, the QPM gauge and a status line are shown
-by ``start`` itself, in the cell that called it, and updated from the job's thread (widget
-updates are not tied to a cell); anything the job prints also goes to that cell, because the
-thread runs in the calling cell's context. In a terminal the bar goes to stderr, as a backfill's.
+by ``start`` itself, in the cell that called it, and updated in place from the job's thread (a
+widget update is not tied to a cell). In a terminal the bar goes to stderr, as a backfill's.
 
 At interpreter exit a job still running is cancelled (a commit in progress finishes, nothing
 partial is written) and one line on stderr says so: a script that wants the whole run waits
@@ -22,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
-import contextvars
 import dataclasses
 import inspect
 import sys
@@ -174,9 +172,9 @@ class Job:
         self._error: BaseException | None = None
         self._started = time.monotonic()
         self._ended: float | None = None
-        context = contextvars.copy_context()  # a notebook's output then goes to this cell
-        self._thread = threading.Thread(target=context.run, args=(self._main,), daemon=True,
-                                        name="gsckit-job")
+        # not run in a copy of the caller's context: in a kernel, the job's messages then belong
+        # to whichever cell is running, as a frontend or nbclient expects of late updates
+        self._thread = threading.Thread(target=self._main, daemon=True, name="gsckit-job")
         with _RUNNING_LOCK:
             _RUNNING.add(self)
         self._thread.start()
