@@ -30,6 +30,7 @@ from collections.abc import Callable, Coroutine, Generator
 from concurrent import futures
 from concurrent.futures import CancelledError, Future
 from dataclasses import dataclass
+from html import escape
 from pathlib import Path
 from typing import Any
 
@@ -136,13 +137,12 @@ class _Display:
             self._status.value = _html(text)
 
 
-def _first_line(error: BaseException | None) -> str:
-    text = str(error).strip() if error is not None else ""
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
 
-def _html(text: str) -> str:
-    from html import escape
 
+def _html(text: str) -> str:
     return "<br>".join(escape(line) for line in text.splitlines())
 
 
@@ -326,7 +326,7 @@ class Job:
             return (f"cancelled after {figures.elapsed_s:.1f} s: {counts}; completed days are "
                     "saved, re-run to resume")
         if figures.state == "failed":
-            return f"failed: {_first_line(self._error)}"
+            return f"failed: {_first_line(self._error)}" if self._error else "failed"
         return f"{figures.state}: {counts}, {figures.elapsed_s:.1f} s so far"
 
     def __repr__(self) -> str:

@@ -57,7 +57,7 @@ def test_explore_notebook_runs_a_background_job_and_every_analysis(tmp_path):
     bars = [w["state"] for w in widgets.values() if w["model_name"] == "FloatProgressModel"]
     days = [b for b in bars if b.get("description") != "QPM"]
     assert [(b["value"], b["max"], b["bar_style"]) for b in days] == [(140, 140, "success")]
-    assert [b["value"] for b in bars if b.get("description") == "QPM"][0] > 0
+    assert next(b["value"] for b in bars if b.get("description") == "QPM") > 0
     labels = [w["state"].get("value", "") for w in widgets.values()
               if w["model_name"] == "HTMLModel"]
     assert any(label.startswith("complete: 140 days committed") for label in labels), labels
