@@ -11,6 +11,7 @@ analyses never need them, and a missing one gives a one-line "install gsckit[not
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from datetime import date
 from typing import Any
 
 import polars as pl
@@ -112,8 +113,8 @@ def _overview(alt: Any, frame: pl.DataFrame, top: int) -> Any:
 
 def _first(days: pl.Series) -> str:
     """The first day of a range, as "Oct 05, 2026" ("no days" for none)."""
-    known = days.drop_nulls()
-    return "no days" if known.is_empty() else f"{known.min():%b %d, %Y}"
+    first = days.drop_nulls().min()
+    return first.strftime("%b %d, %Y") if isinstance(first, date) else "no days"
 
 
 def _movers(alt: Any, frame: pl.DataFrame, top: int) -> Any:
