@@ -47,10 +47,10 @@ def test_explore_notebook_runs_a_background_job_and_every_analysis(tmp_path):
     # the job: started in one cell, explored while it ran in the next, awaited in a third
     while_running = next(c for c in cells if "job.progress.done" in c.source)
     status, warning = outputs(while_running, "text")
-    assert "CompletenessWarning" in warning and "not in the database" in warning
+    assert "CompletenessWarning" in warning and "of 140 days from 2026-06-15" in warning
     progress = re.search(r"running: (\d+) of 140 days committed", status)
     assert progress and 35 <= int(progress.group(1)) < 140, status
-    assert re.search(r"shape: \(\d+, 15\)", outputs(while_running, "text/plain")[0])
+    assert re.search(r"shape: \(\d+, 7\)", outputs(while_running, "text/plain")[0])
     awaited = next(c for c in cells if "await job" in c.source)
     assert "complete: 140 days committed" in outputs(awaited, "text")[0]
     widgets = nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
