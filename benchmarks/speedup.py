@@ -5,13 +5,16 @@ The simulator runs in its own process (``python -m gsckit sim``) with realistic 
 backfilled into a fresh DuckDB file, and the script prints wall time, speedup over level 1, the
 achieved and steady-state request rates, gsckit's own peak, the server-measured peak in any 60-s
 window, 429s, duplicates (server side and in DuckDB), ground-truth mismatches on sampled days,
-queue / unpersisted maxima and CPU use. The last line is one JSON object with every figure.
+queue / unpersisted-page maxima and CPU use. Every level uses gsckit's default settings (the
+page bound is twice the workers). The last line is one JSON object with every figure.
 
-    python benchmarks/speedup.py            # 150 days, 800 ms, levels 1 4 8 16 16:20 (~7 min)
+    python benchmarks/speedup.py            # 150 days, 800 ms, levels 1 4 8 16 (~7 min)
     python benchmarks/speedup.py --quick    # 20 days, latency 200 ms (a smoke run, ~30 s)
 
-Targets (SPEC.md): >= 7x at 8 (design note: >= 4x, stretch 8x); at 16 the rate limiter binds and
-the achieved rate is >= 95% of 960/min; server peak <= 960 in any 60-s window; 0 duplicates.
+Targets (SPEC.md, issue 5): >= 6.99x at 8, within 5% of the 7.36x measured before the page
+bound (design note: >= 4x, stretch 8x); at 16 the rate limiter binds and the steady-state rate
+is >= 95% of 960/min (the overall rate also counts the ramp-up and the last answers' latency);
+server peak <= 960 in any 60-s window; 0 duplicates.
 """
 
 from __future__ import annotations
@@ -41,8 +44,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--days", type=int, help="days to backfill (default 150; quick 20)")
     p.add_argument("--latency-ms", type=float, help="simulator latency (default 800; quick 200)")
     p.add_argument("--rows-per-day", type=int, default=40_000)
-    p.add_argument("--levels", nargs="+", default=["1", "4", "8", "16", "16:20"],
-                   help="CONCURRENCY or CONCURRENCY:MAX_UNPERSISTED (default unpersisted 10)")
+    p.add_argument("--levels", nargs="+", default=["1", "4", "8", "16"],
+                   help="CONCURRENCY or CONCURRENCY:MAX_UNPERSISTED_PAGES (default: the "
+                   "config's, twice the workers and at least 16)")
     p.add_argument("--timeout-s", type=float, default=900.0, help="per-level time bound")
     args = p.parse_args(argv)
     args.days = args.days or (20 if args.quick else 150)
@@ -109,9 +113,10 @@ def db_check(db: Path, sim: c.SimProcess, start: date, end: date,
 
 async def one_level(level: str, args: argparse.Namespace, sim: c.SimProcess, start: date,
                     end: date, workdir: Path) -> dict[str, Any]:
-    workers, _, unpersisted = level.partition(":")
-    config = EngineConfig(max_concurrency=int(workers), max_unpersisted=int(unpersisted or 10),
-                          qpm=QPM, qpm_window_s=WINDOW_S)
+    workers, _, pages = level.partition(":")
+    config = EngineConfig(max_concurrency=int(workers),
+                          max_unpersisted_pages=int(pages) if pages else None,
+                          qpm=QPM, qpm_window_s=WINDOW_S, base_url=sim.base_url)
     db = workdir / f"speedup-c{level.replace(':', '-')}.duckdb"
     audit = workdir / f"speedup-c{level.replace(':', '-')}.jsonl"
     sim.reset()
@@ -155,7 +160,7 @@ async def one_level(level: str, args: argparse.Namespace, sim: c.SimProcess, sta
         "report_duplicates": report.duplicates,
         **check,
         "max_queue": report.max_queue,
-        "max_unpersisted": report.max_unpersisted,
+        "max_unpersisted_pages": report.max_unpersisted_pages,
         "cpu_gsckit_s": round(cpu, 2),
         "cpu_sim_s": None if sim_cpu is None else round(sim_cpu, 2),
         "cpu_gsckit_share": round(cpu / (outer_wall * c.CORES), 3),
@@ -202,12 +207,12 @@ def main(argv: list[str] | None = None) -> int:
     print(c.table(
         ["conc", "wall s", "speedup", "req", "achieved/min", "steady/min", "peak gsckit",
          "peak server", "in flight srv", "429", "dup srv", "dup db", "truth miss", "rows",
-         "max queue", "max unpers", "cpu gsckit", "cpu sim", "cpu other"],
+         "max queue", "max pages", "cpu gsckit", "cpu sim", "cpu other"],
         [[r["concurrency"], f"{r['wall_s']:.1f}", f"{r['speedup']:.2f}x", r["requests"],
           f"{r['achieved_qpm']:.0f}", c.fmt(r["steady_qpm"], ".0f"), r["peak_qpm_gsckit"],
           r["server_peak_window"], r["server_max_in_flight"], r["rate_limited_429"],
           r["server_duplicates"], r["db_duplicates"], r["truth_mismatches"],
-          f"{r['db_rows']:,}", r["max_queue"], r["max_unpersisted"],
+          f"{r['db_rows']:,}", r["max_queue"], r["max_unpersisted_pages"],
           f"{r['cpu_gsckit_s']:.1f}s {r['cpu_gsckit_share']:.0%}",
           "-" if r["cpu_sim_s"] is None else f"{r['cpu_sim_s']:.1f}s {r['cpu_sim_share']:.0%}",
           c.fmt(r["cpu_other_share"], ".0%")]
@@ -221,18 +226,16 @@ def main(argv: list[str] | None = None) -> int:
     targets: list[tuple[str, str, bool | None]] = []
     if "8" in by_level:
         s8 = by_level["8"]["speedup"]
-        targets.append(("speedup at 8 >= 7x (note: >= 4x, stretch 8x)", f"{s8:.2f}x", s8 >= 7))
-    for key in ("16", "16:20"):
-        if key not in by_level:
-            continue
-        r16 = by_level[key]
-        targets.append((f"at {key}: achieved >= 95% of 960/min",
-                        f"{r16['achieved_qpm']:.0f}/min = {r16['achieved_qpm'] / QPM:.1%}",
-                        r16["achieved_qpm"] >= 0.95 * QPM))
-        if r16["steady_qpm"] is not None:
-            targets.append((f"at {key}: steady-state >= 95% of 960/min",
-                            f"{r16['steady_qpm']:.0f}/min = {r16['steady_qpm'] / QPM:.1%}",
-                            r16["steady_qpm"] >= 0.95 * QPM))
+        targets.append(("speedup at 8 >= 6.99x (7.36x - 5%; note: >= 4x, stretch 8x)",
+                        f"{s8:.2f}x", s8 >= 7.36 * 0.95))
+    if "16" in by_level:
+        r16 = by_level["16"]
+        targets.append(("at 16: steady-state >= 95% of 960/min",
+                        "-" if r16["steady_qpm"] is None else
+                        f"{r16['steady_qpm']:.0f}/min = {r16['steady_qpm'] / QPM:.1%}",
+                        None if r16["steady_qpm"] is None else r16["steady_qpm"] >= 0.95 * QPM))
+        targets.append(("at 16: overall rate (ramp-up and tail included)",
+                        f"{r16['achieved_qpm']:.0f}/min = {r16['achieved_qpm'] / QPM:.1%}", None))
     peak = max(r["server_peak_window"] for r in results)
     targets.append(("server peak in any 60-s window <= 960", str(peak), peak <= QPM))
     rl = sum(r["rate_limited_429"] for r in results)

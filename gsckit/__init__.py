@@ -16,6 +16,7 @@ from .coordinator import Report
 from .doctor import Diagnosis, doctor, doctor_async
 from .errors import (
     ApiError,
+    AuditLogError,
     BadRequest,
     CommitError,
     ConfigError,
@@ -23,6 +24,7 @@ from .errors import (
     CredentialsError,
     DatabaseLocked,
     GsckitError,
+    InternalError,
     PermissionDenied,
     RateLimited,
     RunHalted,
@@ -61,6 +63,7 @@ def open(path: str | _os.PathLike[str] = "gsc.duckdb", *, wait: float = _DEFAULT
 __all__ = [
     "ApiError",
     "AuditLog",
+    "AuditLogError",
     "BadRequest",
     "CallableToken",
     "CommitError",
@@ -78,6 +81,7 @@ __all__ = [
     "GoogleCredentials",
     "GsckitError",
     "HorizonWarning",
+    "InternalError",
     "Job",
     "JobProgress",
     "PermissionDenied",

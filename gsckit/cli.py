@@ -226,7 +226,8 @@ def _summary(report: Report) -> dict[str, Any]:
     return {"requests": report.requests, "retries": report.retries, "rows": report.rows,
             "slices": report.slices, "done": report.done, "skipped": report.skipped,
             "failed": report.failed, "wall_s": report.wall_s, "peak_qpm": report.peak_qpm,
-            "halted": report.halted, "error": report.error}
+            "halted": report.halted, "error": report.error, "stopped": report.stopped,
+            "stopped_sites": dict(report.stopped_sites), "rate_limited": report.rate_limited}
 
 
 # --- status -----------------------------------------------------------------------------------

@@ -1,21 +1,33 @@
 """The Search Analytics HTTP client: one page request, retried until it succeeds or must stop.
 
 One aiohttp session per run (created inside the running loop), explicit timeouts, no redirects.
-Each attempt waits for the site's quota pause (if any) and a rate-limiter slot keyed by site and
-credential, so retries are paced and counted like first tries. Failures are classified into the
-:mod:`gsckit.errors` tree; retryable ones back off with full jitter (``Retry-After`` wins), quota
-errors that persist pause the whole site, and the page body is parsed off the event loop.
+Each attempt takes a rate-limiter slot keyed by site and credential, so retries are paced and
+counted like first tries. Failures are classified into the :mod:`gsckit.errors` tree; retryable
+ones back off with full jitter (``Retry-After`` wins), and the page body is parsed off the event
+loop. Google's two quota errors are handled apart:
+
+- a rate limit (429, ``rateLimitExceeded``, ``userRateLimitExceeded``) lowers the limit of the
+  site and credential keys (:meth:`SlidingWindowLimiter.slow_down`), then backs off and retries;
+- the load quota (403 ``quotaExceeded`` / ``dailyLimitExceeded``) pauses the site at its first
+  occurrence: the client raises :class:`SitePaused` instead of sleeping, so the engine parks the
+  site's work and the workers serve other sites. If the load quota answers a request sent after
+  the pause, it persists: :class:`QuotaExhausted` stops that site.
+
+Runs in one process share one limiter per setting (:func:`shared_limiter`), so two backfills with
+the same credential stay under its quota together.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
+import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
@@ -32,6 +44,7 @@ from .config import EngineConfig
 from .errors import (
     ApiError,
     BadRequest,
+    ConfigError,
     CredentialRefused,
     GsckitError,
     PermissionDenied,
@@ -51,10 +64,85 @@ Emit = Callable[..., None]
 
 
 class QuotaExhausted(RateLimited):
-    """Quota errors went on after a full site pause: Google's long-term load quota. Stop, resume
-    later."""
+    """The load quota answered a request sent after the site's pause: Google's long-term load
+    quota. The site stops; a re-run later resumes it."""
 
     retryable = False
+
+
+class SitePaused(Exception):
+    """The site is paused until ``until`` (loop time) after the load quota: park its work."""
+
+    def __init__(self, site: str, until: float) -> None:
+        super().__init__(f"site {site!r} is paused")
+        self.site = site
+        self.until = until
+
+
+LimiterKey = tuple[str, str]
+
+
+def limiter_keys(site: str, credentials: Credentials) -> tuple[LimiterKey, LimiterKey]:
+    """The rate-limiter keys of a request: its site and its credential (Google's two quotas)."""
+    return ("site", site), ("credential", credentials.identity)
+
+
+_Settings = tuple[int, float, float, "int | None"]
+_SHARED_LOCK = threading.Lock()
+_SHARED: dict[_Settings, SlidingWindowLimiter] = {}
+_IN_USE: dict[LimiterKey, tuple[_Settings, int]] = {}
+
+
+@contextlib.contextmanager
+def shared_limiter(config: EngineConfig, keys: Iterable[LimiterKey]
+                   ) -> Iterator[SlidingWindowLimiter]:
+    """The process's limiter for ``config``'s rate settings, held for ``keys`` while in use.
+
+    Two backfills in one process (two notebook cells, a background job and a cell) that use the
+    same site or credential share its window, so together they stay under the quota; a run right
+    after another also finds the window (and any slow-down) the first one left. A run whose
+    rate settings differ from those of a running backfill on the same site or credential is
+    refused: the two limits could not both hold.
+    """
+    settings: _Settings = (config.qpm, config.qpm_window_s, config.rate_decrease,
+                           config.rate_increase)
+    wanted = list(dict.fromkeys(keys))
+    with _SHARED_LOCK:
+        for key in wanted:
+            held = _IN_USE.get(key)
+            if held is not None and held[0] != settings:
+                raise ConfigError(
+                    f"another backfill in this process is using {key[0]} {key[1]!r} with other "
+                    f"rate settings (qpm={held[0][0]} per {held[0][1]:g} s); use the same qpm "
+                    "settings or wait for it to finish")
+        limiter = _SHARED.get(settings)
+        if limiter is None:
+            limiter = _SHARED[settings] = SlidingWindowLimiter(
+                config.qpm, config.qpm_window_s, decrease=config.rate_decrease,
+                increase=config.rate_increase)
+        for key in wanted:
+            _IN_USE[key] = (settings, _IN_USE.get(key, (settings, 0))[1] + 1)
+    try:
+        yield limiter
+    finally:
+        with _SHARED_LOCK:
+            for key in wanted:
+                count = _IN_USE[key][1] - 1
+                if count:
+                    _IN_USE[key] = (settings, count)
+                else:
+                    del _IN_USE[key]
+
+
+def forget_shared_limiters() -> None:
+    """Drop the process's idle limiters, their windows and slow-downs (for test isolation).
+
+    A limiter in use by a running backfill is kept.
+    """
+    with _SHARED_LOCK:
+        busy = {settings for settings, _ in _IN_USE.values()}
+        for settings in [s for s in _SHARED if s not in busy]:
+            del _SHARED[settings]
 
 
 @dataclass(frozen=True)
@@ -168,11 +256,12 @@ class Client:
         self.limiter = limiter
         self.meter = RequestMeter(config.qpm_window_s)
         self.retries = 0
+        self.rate_limited = 0
         self._emit = emit
         self._rng = rng or random.Random()
         self._session: aiohttp.ClientSession | None = None
         self._parser: ThreadPoolExecutor | None = None
-        self._paused_until: dict[str, float] = {}
+        self._pauses: dict[str, tuple[float, float]] = {}
 
     def __repr__(self) -> str:
         who = self.credentials if len(self.pool) == 1 else self.pool
@@ -188,9 +277,9 @@ class Client:
             connector=aiohttp.TCPConnector(limit=self.config.max_concurrency * 2 + 2),
             raise_for_status=False,
         )
-        # parsing a page briefly needs several times its JSON size; more threads than cores
-        # only add peak memory
-        self._parser = ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 2),
+        # one core stays for the event loop and the writer (measured on 2 cores: a second parse
+        # thread added 40 MB of peak memory and no speed); more than 4 only add memory
+        self._parser = ThreadPoolExecutor(max_workers=max(1, min(4, (os.cpu_count() or 2) - 1)),
                                           thread_name_prefix="gsckit-parse")
         return self
 
@@ -206,22 +295,27 @@ class Client:
                    "/searchAnalytics/query", encoded=True)
 
     async def fetch_page(self, piece: Slice, start_row: int) -> Page:
-        """Fetch one page, retrying what can be retried; raise what cannot."""
+        """Fetch one page, retrying what can be retried; raise what cannot.
+
+        Raises :class:`SitePaused` (never sleeps) while the site is paused for the load quota.
+        """
         if self._session is None:
             raise RuntimeError("use the Client inside 'async with'")
         policy = self.config.retry
         body = piece.body(start_row, self.config.row_limit)
         loop = asyncio.get_running_loop()
         attempt = 0
-        refreshed = paused = False
-        quota_streak = 0
+        refreshed = False
         while True:
             attempt += 1
-            await self._wait_pause(piece.site)
+            self._check_pause(piece.site)
             creds = self.pool.pick(piece.site)
+            keys = limiter_keys(piece.site, creds)
             self.pool.begin(creds)
             try:
-                await self.limiter.acquire((("site", piece.site), ("credential", creds.identity)))
+                await self.limiter.acquire(keys)
+                self._check_pause(piece.site)  # the pause may have begun while waiting
+                granted = self.limiter.now()
                 started = loop.time()
                 self.meter.note(started)
                 try:
@@ -244,21 +338,9 @@ class Client:
                 await creds.refresh()
                 continue
             if isinstance(error, RateLimited):
-                quota_streak += 1
-                if quota_streak >= policy.quota_pause_after:
-                    if paused:
-                        raise QuotaExhausted(error.status, error.reason, error.message,
-                                             site=piece.site, hint=(
-                                                 "quota errors continued after a pause: the "
-                                                 "long-term load quota; re-run later to resume"))
-                    paused = True
-                    quota_streak = 0
-                    self.retries += 1
-                    self._pause(piece.site, policy.quota_pause_s, _reason(error))
-                    attempt = 0
-                    continue
-            else:
-                quota_streak = 0
+                if error.load_quota:
+                    raise self._load_quota(piece.site, started, error)
+                self._slow_down(piece, keys, error, granted)
             if not getattr(error, "retryable", False) or attempt >= policy.max_attempts:
                 raise error
             delay = self._backoff(attempt, getattr(error, "retry_after", None))
@@ -266,6 +348,37 @@ class Client:
             self._emit("retry", site=piece.site, day=piece.day, start_row=start_row,
                        attempt=attempt, delay_s=round(delay, 3), error=_reason(error))
             await asyncio.sleep(delay)
+
+    def _slow_down(self, piece: Slice, keys: tuple[LimiterKey, LimiterKey], error: RateLimited,
+                   granted: float) -> None:
+        """Lower the rate of the keys a rate-limit answer concerns (the user's alone for
+        ``userRateLimitExceeded``, else the site's and the user's: Google does not say which)."""
+        self.rate_limited += 1
+        concerned = keys[1:] if error.reason == "userRateLimitExceeded" else keys
+        if self.limiter.slow_down(concerned, since=granted):
+            self._emit("slowdown", site=piece.site, reason=_reason(error),
+                       limit=self.limiter.limit_of(keys[0]),
+                       credential_limit=self.limiter.limit_of(keys[1]),
+                       window_s=self.limiter.window_s)
+
+    def _check_pause(self, site: str) -> None:
+        pause = self._pauses.get(site)
+        if pause is not None and pause[1] > asyncio.get_running_loop().time():
+            raise SitePaused(site, pause[1])
+
+    def _load_quota(self, site: str, sent: float, error: RateLimited) -> Exception:
+        """The signal for a load-quota answer to a request sent at ``sent`` (loop time)."""
+        pause = self._pauses.get(site)
+        if pause is not None and sent >= pause[1]:
+            return QuotaExhausted(error.status, error.reason, error.message, site=site, hint=(
+                "the load quota persisted after a pause: Google's long-term (daily) load quota; "
+                "this site stopped, re-run later to resume it"))
+        if pause is None:
+            now = asyncio.get_running_loop().time()
+            pause = self._pauses[site] = (now, now + self.config.retry.quota_pause_s)
+            self._emit("pause", site=site, seconds=self.config.retry.quota_pause_s,
+                       reason=_reason(error))
+        return SitePaused(site, pause[1])
 
     def _reroute(self, site: str, creds: Credentials, error: GsckitError) -> bool:
         """In a pool, move a site off a credential that was refused or lost its permission;
@@ -304,22 +417,6 @@ class Client:
         if retry_after is not None:
             return min(retry_after, policy.max_backoff_s)
         return self._rng.uniform(0, min(policy.max_backoff_s, policy.base_s * 2 ** (attempt - 1)))
-
-    def _pause(self, site: str, seconds: float, reason: str) -> None:
-        until = asyncio.get_running_loop().time() + seconds
-        if until > self._paused_until.get(site, 0.0):
-            self._paused_until[site] = until
-            self._emit("pause", site=site, seconds=seconds, reason=reason)
-
-    def paused_until(self, site: str) -> float:
-        """Loop time at which ``site``'s quota pause ends (in the past if it is not paused)."""
-        return self._paused_until.get(site, 0.0)
-
-    async def _wait_pause(self, site: str) -> None:
-        loop = asyncio.get_running_loop()
-        # loop: another quota error may extend the pause while this one sleeps
-        while (left := self._paused_until.get(site, 0.0) - loop.time()) > 0:  # noqa: ASYNC110
-            await asyncio.sleep(left)
 
     def _log(self, piece: Slice, start_row: int, attempt: int, started: float,
              status: int | str, rows: int, error: str) -> None:

@@ -17,23 +17,24 @@ from .errors import ConfigError
 GOOGLE_ROOTS = ("https://searchconsole.googleapis.com/", "https://www.googleapis.com/")
 DEFAULT_BASE_URL = GOOGLE_ROOTS[0]
 MAX_ROW_LIMIT = 25_000
+GOOGLE_QPM = 1_200  # Search Console's quota per site and per user, per minute
 
 
 @dataclass(frozen=True)
 class RetryPolicy:
     """How retryable failures are retried.
 
-    ``max_attempts``: HTTP attempts per page before the day is given up (resumable on re-run).
+    ``max_attempts``: HTTP attempts per page before the day is given up (resumable on re-run);
+    429s count.
     ``base_s`` / ``max_backoff_s``: full-jitter exponential backoff,
     ``uniform(0, min(max, base * 2**n))``; a ``Retry-After`` header wins (capped at the max).
-    ``quota_pause_after``: consecutive quota errors on one site that pause the whole site.
-    ``quota_pause_s``: length of that pause (Google: "wait 15 minutes"); cancellable.
+    ``quota_pause_s``: how long a site pauses at its first 403 ``quotaExceeded`` (Google's load
+    quota: "wait 15 minutes"); if the load quota persists after the pause, the site stops.
     """
 
     max_attempts: int = 6
     base_s: float = 1.0
     max_backoff_s: float = 32.0
-    quota_pause_after: int = 3
     quota_pause_s: float = 900.0
 
     def __post_init__(self) -> None:
@@ -41,8 +42,6 @@ class RetryPolicy:
             raise ConfigError("retry max_attempts must be at least 1")
         if self.base_s < 0 or self.max_backoff_s < 0 or self.quota_pause_s < 0:
             raise ConfigError("retry delays must not be negative")
-        if self.quota_pause_after < 1:
-            raise ConfigError("quota_pause_after must be at least 1")
 
 
 @dataclass(frozen=True)
@@ -66,9 +65,17 @@ class EngineConfig:
 
     ``max_concurrency``: worker tasks (1 = sequential mode, same code path).
     ``qpm`` / ``qpm_window_s``: at most ``qpm`` requests in ANY ``qpm_window_s`` window, per site
-    and per credential (default 960 = 80% of Google's 1,200/min); retries count.
-    ``queue_size``: bound of the batch queue. ``max_unpersisted``: days fetched (or being fetched)
-    but not yet committed; bounds memory.
+    and per credential (default 960 = 80% of Google's 1,200/min); retries count. ``qpm`` may not
+    exceed Google's 1,200. A window shorter than 60 s scales time for tests against the
+    simulator: 12 per 1.5 s stands for 12 per minute (it sends 480 per real minute).
+    ``rate_decrease`` / ``rate_increase``: after a 429 the site's and credential's limit becomes
+    ``rate_decrease`` times what they were granted in the last window; each whole window without
+    another 429 gives back ``rate_increase`` requests (default ``qpm // 20``) until ``qpm``.
+    ``queue_size``: bound of the batch queue. ``max_unpersisted_pages``: pages queued, being
+    fetched, or fetched but not yet committed; bounds memory (a page holds up to ``row_limit``
+    rows). Default (``None``): twice ``max_concurrency``, at least 16, so that every worker can
+    have a request in flight while as many pages wait for their commit. The oldest day in
+    progress may always fetch its next page, so no setting can deadlock.
     ``row_limit``: rows per page (Google's maximum, 25,000).
     ``prefetch``: when the previous day of a stream needed several pages, ask for the first two
     pages of the next day at once (halves a big day's latency; costs at most one empty page).
@@ -84,13 +91,15 @@ class EngineConfig:
     max_concurrency: int = 8
     qpm: int = 960
     qpm_window_s: float = 60.0
+    rate_decrease: float = 0.5
+    rate_increase: int | None = None
     queue_size: int = 1000
-    max_unpersisted: int = 10
+    max_unpersisted_pages: int | None = None
     row_limit: int = MAX_ROW_LIMIT
     prefetch: bool = True
     base_url: str = DEFAULT_BASE_URL
     qpm_report_s: float = 2.0
-    db_memory_limit: str = "128MB"
+    db_memory_limit: str = "64MB"
     db_wait_s: float = 5.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     timeouts: Timeouts = field(default_factory=Timeouts)
@@ -98,15 +107,20 @@ class EngineConfig:
     def __post_init__(self) -> None:
         if not 1 <= self.max_concurrency <= 256:
             raise ConfigError(f"max_concurrency must be 1..256, got {self.max_concurrency}")
-        if not 1 <= self.qpm <= 40_000:
-            raise ConfigError(f"qpm must be 1..40000, got {self.qpm}")
+        if not 1 <= self.qpm <= GOOGLE_QPM:
+            raise ConfigError(f"qpm must be 1..{GOOGLE_QPM} (Google's quota per site and per "
+                              f"user), got {self.qpm}")
         if not 0.01 <= self.qpm_window_s <= 3600:
             raise ConfigError(f"qpm_window_s must be 0.01..3600, got {self.qpm_window_s}")
-        if self.max_unpersisted < 1:
-            raise ConfigError("max_unpersisted must be at least 1")
-        if self.queue_size < 2 * self.max_unpersisted:
-            # each unpersisted day has at most two queued pages, so a put can never block
-            raise ConfigError("queue_size must be at least twice max_unpersisted")
+        if not 0.0 < self.rate_decrease < 1.0:
+            raise ConfigError(f"rate_decrease must be between 0 and 1, got {self.rate_decrease}")
+        if self.rate_increase is not None and self.rate_increase < 1:
+            raise ConfigError(f"rate_increase must be at least 1, got {self.rate_increase}")
+        if self.max_unpersisted_pages is not None and self.max_unpersisted_pages < 1:
+            raise ConfigError("max_unpersisted_pages must be at least 1")
+        if self.queue_size < 2 * self.unpersisted_pages:
+            # every queued batch holds one unpersisted page, so a put never waits
+            raise ConfigError("queue_size must be at least twice max_unpersisted_pages")
         if not 1 <= self.row_limit <= MAX_ROW_LIMIT:
             raise ConfigError(f"row_limit must be 1..{MAX_ROW_LIMIT}, got {self.row_limit}")
         if self.qpm_report_s <= 0:
@@ -115,6 +129,14 @@ class EngineConfig:
         check_size(self.db_memory_limit)
         if not 0 <= self.db_wait_s <= 86_400:
             raise ConfigError(f"db_wait_s must be 0..86400 seconds, got {self.db_wait_s}")
+
+
+    @property
+    def unpersisted_pages(self) -> int:
+        """The page bound in force: ``max_unpersisted_pages``, or its default for the workers."""
+        if self.max_unpersisted_pages is not None:
+            return self.max_unpersisted_pages
+        return max(16, 2 * self.max_concurrency)
 
 
 _SIZE = re.compile(r"^\d+(\.\d+)?\s*(B|KB|MB|GB|KiB|MiB|GiB)$", re.IGNORECASE)

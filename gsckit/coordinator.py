@@ -1,31 +1,56 @@
 """The engine: feeder → bounded batch queue → N workers → one writer, under a halt switch.
 
-A batch is one page request (slice, startRow). The feeder takes an "unpersisted" permit before a
-slice's first batch enters the queue and the writer gives it back after the slice's commit, so at
-most ``max_unpersisted`` days are fetched-but-not-committed, and every queued batch can run without
-waiting for anything but the rate limiter: no deadlock at any ``max_concurrency``. A full page
-queues the next startRow (ahead of new days); a short or empty page ends the day, whose pages are
-committed together by the writer thread. Workers check the halt switch before and after every HTTP
-call; an unrecoverable error cancels every task (in-flight requests, limiter waits, backoffs,
-pauses) through the TaskGroup and nothing partial is committed.
+A batch is one page request (slice, startRow). Memory is bounded by what it costs, in pages: a
+batch holds one *unpersisted page* from the moment it is queued until its day is committed (or
+the page is dropped), and the feeder admits a new day (its first page, and its second at once
+when the stream needs several) only while fewer than ``max_unpersisted_pages`` are held and no
+continuation waits for one. A full page queues the next startRow ahead of new days; a page that
+would exceed the bound waits, except the next page of the oldest day in progress, which is
+always queued: the days that hold pages can always finish, so no setting of ``max_concurrency``
+or of the bound can deadlock. A short or empty page ends the day, whose pages are committed
+together by the writer thread.
+
+Sites are independent. A load-quota pause parks a site: its requests are set aside (its days in
+progress keep the pages they have) and its days not yet started wait, until a timer ends the
+pause; no worker sleeps for it, so the workers serve the other sites. Then one request probes
+the site; if the load quota answers it again, the quota persists and the site is stopped (its
+remaining days are dropped and reported, and the others finish); otherwise everything it set
+aside goes on.
+
+Workers check the halt switch before and after every HTTP call; an unrecoverable error cancels
+every task (in-flight requests, limiter waits, backoffs) through the TaskGroup and nothing partial
+is committed. Any unexpected exception in a worker, the feeder, the writer or a listener ends the
+run the same way, as :class:`RunHalted` with an :class:`InternalError` (traceback in the audit
+log); an audit log that cannot be written halts the run with :class:`AuditLogError`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import itertools
 import time
+import traceback
 import uuid
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import polars as pl
 
-from .client import Client, Emit
+from .client import Client, Emit, QuotaExhausted, SitePaused
 from .config import EngineConfig
-from .errors import CommitError, GsckitError, RunHalted, StoreError
+from .errors import (
+    AuditLogError,
+    CommitError,
+    GsckitError,
+    InternalError,
+    RunHalted,
+    StoreError,
+)
 from .planner import Slice
 from .store import Commit, Staged, Store
 
@@ -39,7 +64,11 @@ _IDLE_CHECK_S = 0.05
 
 @dataclass(frozen=True)
 class Report:
-    """What a backfill did. ``ok`` is true when every planned day is committed."""
+    """What a backfill did. ``ok`` is true when every planned day is committed.
+
+    ``stopped_sites`` maps each site that stopped (its load quota persisted after a pause) to
+    the reason; ``stopped`` counts the days that were not fetched because of it.
+    """
 
     run_id: str
     slices: int
@@ -53,21 +82,25 @@ class Report:
     wall_s: float
     peak_qpm: int
     max_queue: int
-    max_unpersisted: int
+    max_unpersisted_pages: int
     halted: bool
     error: str | None = None
     halt_s: float | None = None
     failures: tuple[str, ...] = ()
     credentials: tuple[str, ...] = ()  # what happened to pooled credentials (lost, moved)
+    stopped: int = 0
+    stopped_sites: Mapping[str, str] = field(default_factory=dict)
+    rate_limited: int = 0
 
     @property
     def ok(self) -> bool:
-        return not self.halted and self.failed == 0
+        return not self.halted and self.failed == 0 and self.stopped == 0
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["failures"] = list(self.failures)
         data["credentials"] = list(self.credentials)
+        data["stopped_sites"] = dict(self.stopped_sites)
         return data
 
     def summary(self) -> str:
@@ -77,6 +110,12 @@ class Report:
                 f"{self.failed} failed; {self.rows:,} rows from {self.requests} requests "
                 f"({self.retries} retries) in {self.wall_s:.1f} s; peak {self.peak_qpm} "
                 f"requests in any rate window")
+        if self.rate_limited:
+            text += f"; {self.rate_limited} rate-limit answers slowed the rate down"
+        for site, reason in self.stopped_sites.items():
+            text += f"\nstopped {site}: {reason}"
+        if self.stopped:
+            text += f"\n{self.stopped} days of stopped sites were not fetched; re-run later"
         if self.error:
             text += f"\n{self.error}"
         for note in self.credentials:
@@ -84,15 +123,24 @@ class Report:
         return text
 
 
-@dataclass
+@dataclass(eq=False)
 class _SliceState:
+    """A day in progress: its pages so far. ``dead`` once dropped (failed, or its site paused or
+    stopped): its pages are given back and answers that still arrive for it are ignored."""
+
     piece: Slice
+    order: int
     pages: dict[int, pl.DataFrame] = field(default_factory=dict)
     queued: set[int] = field(default_factory=set)
     end: int | None = None
     requests: int = 0
     rows: int = 0
     closed: bool = False
+    dead: bool = False
+
+    def wants(self, start_row: int) -> bool:
+        """Whether a page at ``start_row`` is still needed."""
+        return not (self.closed or self.dead or (self.end is not None and start_row > self.end))
 
     def complete(self, row_limit: int) -> bool:
         if self.end is None:
@@ -107,6 +155,13 @@ class _Halt(Exception):
         self.at = time.perf_counter()
 
 
+def _internal(role: str, exc: BaseException) -> InternalError:
+    error = InternalError(f"internal error in the {role}: {type(exc).__name__}: {exc} "
+                          "(the traceback is in the audit log)")
+    error.__cause__ = exc
+    return error
+
+
 class Engine:
     """Runs a list of slices to completion (or halt) with one client and one store."""
 
@@ -119,22 +174,35 @@ class Engine:
         self._emit = emit
         self._slices = list(dict.fromkeys(slices))
         self._skipped = skipped
-        self._queue: asyncio.PriorityQueue[tuple[int, int, str, int]] = asyncio.PriorityQueue(
-            maxsize=config.queue_size)
-        self._permits = asyncio.Semaphore(config.max_unpersisted)
-        self._commits: asyncio.Queue[_SliceState] = asyncio.Queue()
-        self._states: dict[str, _SliceState] = {}
-        self._multi_page: dict[tuple[str, ...], bool] = {}
+        self._queue: asyncio.PriorityQueue[tuple[int, int, _SliceState, int]] = (
+            asyncio.PriorityQueue(maxsize=config.queue_size))
+        self._ready: deque[_SliceState] = deque()
+        self._ready_event = asyncio.Event()
         self._seq = itertools.count()
+        # the feeder's work: the plan, days of sites whose pause ended, and paused sites' days
+        self._backlog: deque[tuple[int, Slice]] = deque(enumerate(self._slices))
+        self._resumed: deque[tuple[int, Slice]] = deque()
+        self._deferred: dict[str, list[tuple[int, Slice]]] = {}
+        self._parked: dict[str, list[tuple[_SliceState, int]]] = {}
+        self._probing: dict[str, str | None] = {}
+        self._due: list[str] = []
+        self._more = asyncio.Event()
+        # days admitted and not yet committed, oldest first
+        self._open: dict[str, _SliceState] = {}
+        self._multi_page: dict[tuple[str, ...], bool] = {}
+        self._budget = config.unpersisted_pages
+        self._units = 0
+        self._waiting: deque[tuple[_SliceState, int]] = deque()
+        self._room = asyncio.Event()
+        self._paused: dict[str, asyncio.TimerHandle] = {}
+        self._stopped: dict[str, str] = {}
         self._remaining = len(self._slices)
         self._all_done = asyncio.Event()
         self._halted = asyncio.Event()
-        self._unpersisted = 0
         self.max_queue = 0
-        self.max_unpersisted = 0
-        self._done = self._failed = self._rows = self._duplicates = 0
+        self.max_unpersisted_pages = 0
+        self._done = self._failed = self._stopped_days = self._rows = self._duplicates = 0
         self._failures: list[str] = []
-        self._timers: list[asyncio.TimerHandle] = []
         self._committing: tuple[list[_SliceState], Future[list[Commit]]] | None = None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gsckit-writer")
 
@@ -143,152 +211,362 @@ class Engine:
         return self._queue.qsize()
 
     @property
-    def unpersisted(self) -> int:
-        return self._unpersisted
+    def unpersisted_pages(self) -> int:
+        """Pages queued, being fetched, or fetched and waiting for their day's commit."""
+        return self._units
 
     async def run(self) -> Report:
         """Fetch and commit every slice; raise :class:`RunHalted` on an unrecoverable error."""
         started = time.perf_counter()
-        self._emit("run_start", run_id=self.run_id, slices=len(self._slices) + self._skipped,
-                   skipped=self._skipped, todo=len(self._slices),
-                   max_concurrency=self.config.max_concurrency, qpm=self.config.qpm,
-                   qpm_window_s=self.config.qpm_window_s)
         halt: _Halt | None = None
         halt_s: float | None = None
         try:
+            self._emit("run_start", run_id=self.run_id,
+                       slices=len(self._slices) + self._skipped, skipped=self._skipped,
+                       todo=len(self._slices), max_concurrency=self.config.max_concurrency,
+                       qpm=self.config.qpm, qpm_window_s=self.config.qpm_window_s)
             async with asyncio.TaskGroup() as group:
-                helpers = [group.create_task(self._feed()), group.create_task(self._write()),
-                           group.create_task(self._tick())]
-                workers = [group.create_task(self._work())
-                           for _ in range(self.config.max_concurrency)]
+                jobs: list[tuple[str, Callable[[], Awaitable[None]]]] = [
+                    ("feeder", self._feed), ("writer", self._write), ("gauge", self._tick)]
+                jobs += [("worker", self._work)] * self.config.max_concurrency
+                tasks = [group.create_task(self._guard(role, job)) for role, job in jobs]
                 if not self._slices:
                     self._all_done.set()
                 await self._all_done.wait()
-                for task in (*workers, *helpers):
+                for task in tasks:
                     task.cancel()
         except* _Halt as group_error:
             first = group_error.exceptions[0]
             assert isinstance(first, _Halt)
             halt, halt_s = first, time.perf_counter() - first.at
+        except* AuditLogError as group_error:  # the run_start line could not be written
+            halt, halt_s = _Halt(group_error.exceptions[0]), 0.0
+        except* Exception as group_error:  # cannot happen: every task is guarded
+            halt, halt_s = _Halt(_internal("engine", group_error.exceptions[0])), 0.0
         finally:
             await asyncio.get_running_loop().run_in_executor(None, self._pool.shutdown, True)
             self._settle_commit()
-            for timer in self._timers:
+            for timer in self._paused.values():
                 timer.cancel()
-        self._emit_qpm()
-        report = Report(
+        try:
+            self._emit_qpm()
+        except AuditLogError as exc:
+            halt = halt or _Halt(exc)
+        report = self._report(started, halt, halt_s)
+        try:
+            self._emit("run_end", **report.to_dict())
+        except AuditLogError as exc:
+            if halt is None:
+                halt = _Halt(exc)
+                report = dataclasses.replace(report, halted=True, error=str(exc))
+        if halt is not None:
+            raise RunHalted(halt.cause, report)
+        return report
+
+    def _report(self, started: float, halt: _Halt | None, halt_s: float | None) -> Report:
+        return Report(
             run_id=self.run_id, slices=len(self._slices) + self._skipped, skipped=self._skipped,
             done=self._done, failed=self._failed, rows=self._rows,
             requests=self.client.meter.total, retries=self.client.retries,
             duplicates=self._duplicates, wall_s=round(time.perf_counter() - started, 3),
             peak_qpm=self.client.meter.peak, max_queue=self.max_queue,
-            max_unpersisted=self.max_unpersisted, halted=halt is not None,
+            max_unpersisted_pages=self.max_unpersisted_pages, halted=halt is not None,
             error=str(halt.cause) if halt else None,
             halt_s=round(halt_s, 4) if halt_s is not None else None,
-            failures=tuple(self._failures), credentials=tuple(self.client.pool.notes))
-        self._emit("run_end", **report.to_dict())
-        if halt is not None:
-            raise RunHalted(halt.cause, report)
-        return report
+            failures=tuple(self._failures), credentials=tuple(self.client.pool.notes),
+            stopped=self._stopped_days, stopped_sites=dict(self._stopped),
+            rate_limited=self.client.rate_limited)
+
+    async def _guard(self, role: str, job: Callable[[], Awaitable[None]]) -> None:
+        """Run one engine task; anything unexpected that escapes it halts the run."""
+        try:
+            await job()
+        except (_Halt, asyncio.CancelledError):
+            raise
+        except AuditLogError as exc:
+            self._halted.set()
+            raise _Halt(exc) from None
+        except Exception as exc:
+            self._halted.set()
+            error = _internal(role, exc)
+            # the run halts anyway; if the audit log is what failed, there is nowhere to write
+            with contextlib.suppress(AuditLogError):
+                self._emit("halt", error=str(error), traceback="".join(
+                    traceback.format_exception(exc)))
+            raise _Halt(error) from None
+
+    # the feeder -------------------------------------------------------------------------------
 
     async def _feed(self) -> None:
         row_limit = self.config.row_limit
-        for piece in self._slices:
-            await self._permits.acquire()
-            self._unpersisted += 1
-            self.max_unpersisted = max(self.max_unpersisted, self._unpersisted)
-            state = _SliceState(piece)
-            self._states[piece.key] = state
-            await self._enqueue(state, 0, _NEW)
-            if self.config.prefetch and self._multi_page.get(piece.stream):
-                await self._enqueue(state, row_limit, _NEW)
+        while True:
+            item = self._next_day()
+            if item is None:
+                self._more.clear()
+                await self._more.wait()
+                continue
+            while self._units >= self._budget or self._waiting:
+                self._room.clear()
+                await self._room.wait()
+            order, piece = item
+            if self._held_back(piece):
+                self._set_aside(order, piece)  # the site paused or stopped meanwhile
+                continue
+            state = self._open[piece.key] = _SliceState(piece, order)
+            self._enqueue(state, 0, _NEW)
+            if (self.config.prefetch and self._multi_page.get(piece.stream)
+                    and self._units < self._budget):
+                self._enqueue(state, row_limit, _NEW)
 
-    async def _enqueue(self, state: _SliceState, start_row: int, priority: int) -> None:
+    def _next_day(self) -> tuple[int, Slice] | None:
+        """The next day to start: resumed days first, then the plan; paused sites' days are
+        set aside and stopped sites' days dropped on the way."""
+        while self._due:
+            self._resume_site(self._due.pop(0))
+        while self._resumed or self._backlog:
+            order, piece = (self._resumed or self._backlog).popleft()
+            if self._held_back(piece):
+                self._set_aside(order, piece)
+                continue
+            return order, piece
+        return None
+
+    def _held_back(self, piece: Slice) -> bool:
+        """Whether a day may not start now: its site is paused, stopped, or being probed by
+        another request."""
+        site = piece.site
+        return (site in self._paused or site in self._stopped
+                or (site in self._probing and self._probing[site] != piece.key))
+
+    def _set_aside(self, order: int, piece: Slice) -> None:
+        if piece.site in self._stopped:
+            self._stopped_days += 1
+            self._finished_one()
+        else:
+            self._deferred.setdefault(piece.site, []).append((order, piece))
+
+    # the page budget ----------------------------------------------------------------------------
+
+    def _enqueue(self, state: _SliceState, start_row: int, priority: int) -> None:
+        """Queue a page; it holds one unpersisted page from now on."""
+        state.queued.add(start_row)
+        self._units += 1
+        self.max_unpersisted_pages = max(self.max_unpersisted_pages, self._units)
+        self._queue.put_nowait((priority, next(self._seq), state, start_row))
+        self.max_queue = max(self.max_queue, self._queue.qsize())
+
+    def _continue(self, state: _SliceState, start_row: int) -> None:
+        """Queue a day's next page if a page is free, or the day is the oldest in progress."""
         if start_row in state.queued:
             return
-        state.queued.add(start_row)
-        await self._queue.put((priority, next(self._seq), state.piece.key, start_row))
-        self.max_queue = max(self.max_queue, self._queue.qsize())
+        site = state.piece.site
+        if site in self._paused or site in self._probing:
+            self._parked.setdefault(site, []).append((state, start_row))
+        elif not self._queue.full() and (self._units < self._budget
+                                         or self._is_oldest(state)):
+            self._enqueue(state, start_row, _CONTINUE)
+        else:
+            self._waiting.append((state, start_row))
+
+    def _is_oldest(self, state: _SliceState) -> bool:
+        """Whether ``state`` is the oldest day in progress among the sites that may send."""
+        for candidate in self._open.values():
+            site = candidate.piece.site
+            if site not in self._paused and site not in self._probing:
+                return candidate is state
+        return False
+
+    def _release(self, pages: int) -> None:
+        """Give back ``pages``: waiting continuations get them first, then the feeder."""
+        self._units -= pages
+        if self._waiting:
+            kept: deque[tuple[_SliceState, int]] = deque()
+            for state, start_row in self._waiting:
+                if not state.wants(start_row) or start_row in state.queued:
+                    continue
+                site = state.piece.site
+                if site in self._paused or site in self._probing:
+                    self._parked.setdefault(site, []).append((state, start_row))
+                elif self._is_oldest(state) and not self._queue.full():
+                    self._enqueue(state, start_row, _CONTINUE)
+                else:
+                    kept.append((state, start_row))
+            while (kept and self._units < self._budget
+                   and not self._queue.full()):
+                state, start_row = kept.popleft()
+                self._enqueue(state, start_row, _CONTINUE)
+            self._waiting = kept
+        if self._units < self._budget and not self._waiting:
+            self._room.set()
+
+    # workers ------------------------------------------------------------------------------------
 
     async def _work(self) -> None:
         while True:
-            _, _, key, start_row = await self._queue.get()
-            state = self._states.get(key)
-            if state is None or state.closed or (state.end is not None and start_row > state.end):
-                continue
+            _, _, state, start_row = await self._queue.get()
             if self._halted.is_set():
                 return
-            if self._park(state, start_row):
+            site = state.piece.site
+            if not state.wants(start_row):
+                self._release(1)
+                self._probed(site)  # a probe that is no longer needed proves nothing
                 continue
             try:
                 page = await self.client.fetch_page(state.piece, start_row)
+            except SitePaused as paused:
+                self._release(1)
+                self._pause_site(site, paused.until)
+                self._parked.setdefault(site, []).append((state, start_row))
+                continue
+            except QuotaExhausted as exc:
+                self._release(1)
+                self._stop_site(site, exc)
+                continue
             except GsckitError as exc:
                 if getattr(exc, "retryable", False):
+                    self._release(1)
                     self._fail(state, start_row, exc)
+                    self._probed(site)
                     continue
                 self._halted.set()
                 self._emit("halt", site=state.piece.site, day=state.piece.day, error=str(exc))
                 raise _Halt(exc) from None
             if self._halted.is_set():
                 return
+            self._probed(site)
             state.requests += page.attempts
-            await self._on_page(state, start_row, page.frame)
+            self._on_page(state, start_row, page.frame)
 
-    def _park(self, state: _SliceState, start_row: int) -> bool:
-        """Set a paused site's batch aside until the pause ends, so workers serve other sites."""
-        loop = asyncio.get_running_loop()
-        resume = self.client.paused_until(state.piece.site)
-        if resume <= loop.time():
-            return False
-        item = (_CONTINUE, next(self._seq), state.piece.key, start_row)
-        self._timers.append(loop.call_at(resume, self._queue.put_nowait, item))
-        return True
-
-    async def _on_page(self, state: _SliceState, start_row: int, frame: pl.DataFrame) -> None:
-        if state.closed:
+    def _on_page(self, state: _SliceState, start_row: int, frame: pl.DataFrame) -> None:
+        if not state.wants(start_row):
+            self._release(1)
             return
         state.pages[start_row] = frame
         state.rows += frame.height
         row_limit = self.config.row_limit
         if frame.height >= row_limit:
-            await self._enqueue(state, start_row + row_limit, _CONTINUE)
+            self._continue(state, start_row + row_limit)
         else:
             state.end = start_row if state.end is None else min(state.end, start_row)
         if state.complete(row_limit):
             state.closed = True
             self._multi_page[state.piece.stream] = bool(state.end)
-            await self._commits.put(state)
+            self._ready.append(state)
+            self._ready_event.set()
+
+    def _drop(self, state: _SliceState) -> None:
+        """Forget an unfinished day: its pages are given back, late answers ignored."""
+        state.dead = True
+        self._open.pop(state.piece.key, None)
+        pages = len(state.pages)
+        state.pages.clear()
+        self._release(pages)
 
     def _fail(self, state: _SliceState, start_row: int, error: BaseException) -> None:
-        if state.closed or (state.end is not None and start_row > state.end):
+        if not state.wants(start_row):
             return
-        state.closed = True
+        self._drop(state)
         self._failed += 1
         self._failures.append(f"{state.piece.key}: {error}")
         self._emit("slice_failed", site=state.piece.site, day=state.piece.day,
                    search_type=state.piece.search_type, error=str(error))
-        self._release(state)
+        self._finished_one()
 
-    def _release(self, state: _SliceState) -> None:
-        self._states.pop(state.piece.key, None)
-        self._unpersisted -= 1
-        self._permits.release()
+    def _finished_one(self) -> None:
         self._remaining -= 1
         if self._remaining == 0:
             self._all_done.set()
 
+    # sites: pause and stop ----------------------------------------------------------------------
+
+    def _pause_site(self, site: str, until: float) -> None:
+        """Park a site until ``until`` (loop time): its requests wait, and so do its new days."""
+        if site in self._paused or site in self._stopped:
+            return
+        loop = asyncio.get_running_loop()
+        self._paused[site] = loop.call_at(until, self._pause_ended, site)
+
+    def _pause_ended(self, site: str) -> None:
+        # a timer callback: the feeder (a guarded task) does the work
+        self._due.append(site)
+        self._more.set()
+
+    def _resume_site(self, site: str) -> None:
+        """The pause is over: send one request to see whether the load quota persists."""
+        if self._paused.pop(site, None) is None:
+            return  # stopped meanwhile
+        parked = [(state, row) for state, row in self._parked.pop(site, [])
+                  if state.wants(row)]
+        self._emit("resume", site=site, parked=len(parked),
+                   days=len(self._deferred.get(site, [])))
+        if parked:
+            self._probing[site] = None
+            self._parked[site] = parked[1:]
+            self._admit(*parked[0])
+        elif self._deferred.get(site):
+            order, piece = self._deferred[site].pop(0)
+            self._probing[site] = piece.key
+            self._resumed.appendleft((order, piece))
+        self._more.set()
+
+    def _probed(self, site: str) -> None:
+        """A request of a site being probed was answered (not by the load quota): go on."""
+        if self._probing.pop(site, "none") == "none":
+            return
+        for state, row in self._parked.pop(site, []):
+            if state.wants(row):
+                self._admit(state, row)
+        days = self._deferred.pop(site, [])
+        self._resumed = deque(sorted([*self._resumed, *days], key=lambda item: item[0]))
+        self._more.set()
+
+    def _admit(self, state: _SliceState, start_row: int) -> None:
+        """Queue a set-aside page under the page bound (a site's probe goes at once)."""
+        if start_row in state.queued:
+            state.queued.discard(start_row)  # it was parked, not queued
+        if self._units < self._budget or self._probing.get(state.piece.site, "none") is None:
+            self._enqueue(state, start_row, _CONTINUE)
+        else:
+            self._waiting.append((state, start_row))
+
+    def _stop_site(self, site: str, error: GsckitError) -> None:
+        """Stop a site whose load quota persists; its remaining days are dropped and reported."""
+        if site in self._stopped:
+            return
+        self._stopped[site] = str(error)
+        timer = self._paused.pop(site, None)
+        if timer is not None:
+            timer.cancel()
+        self._probing.pop(site, None)
+        self._parked.pop(site, None)
+        dropped = [s for s in self._open.values() if s.piece.site == site and not s.closed]
+        for state in dropped:
+            self._drop(state)
+        waiting = self._deferred.pop(site, [])
+        resumed = [item for item in self._resumed if item[1].site == site]
+        self._resumed = deque(item for item in self._resumed if item[1].site != site)
+        days = len(dropped) + len(waiting) + len(resumed)
+        self._emit("site_stopped", site=site, error=str(error), days=days)
+        for _ in range(days):
+            self._stopped_days += 1
+            self._finished_one()
+
+    # the writer ---------------------------------------------------------------------------------
+
     async def _write(self) -> None:
         while True:
-            try:
-                first = await asyncio.wait_for(self._commits.get(), _IDLE_CHECK_S)
-            except TimeoutError:
-                # the store lends the file to a waiting reader while no day is ready
-                await asyncio.wrap_future(self._pool.submit(self.store.idle))
+            if not self._ready:
+                self._ready_event.clear()
+                try:
+                    await asyncio.wait_for(self._ready_event.wait(), _IDLE_CHECK_S)
+                except TimeoutError:
+                    # the store lends the file to a waiting reader while no day is ready
+                    await asyncio.wrap_future(self._pool.submit(self.store.idle))
                 continue
-            group = [first]
+            group = [self._ready.popleft()]
             rows = group[0].rows
-            while rows < _GROUP_ROWS and not self._commits.empty():
-                group.append(self._commits.get_nowait())
+            while rows < _GROUP_ROWS and self._ready:
+                group.append(self._ready.popleft())
                 rows += group[-1].rows
             future = self._pool.submit(self._commit, group)
             self._committing = (group, future)
@@ -319,19 +597,26 @@ class Engine:
         self._rows += result.rows
         self._duplicates += result.duplicates
         piece = state.piece
+        self._open.pop(piece.key, None)
+        pages = len(state.pages)
+        state.pages.clear()
+        self._release(pages)
         self._emit("slice_done", site=piece.site, day=piece.day, search_type=piece.search_type,
-                   rows=result.rows, pages=len(state.pages), requests=state.requests,
+                   rows=result.rows, pages=pages, requests=state.requests,
                    duplicates=result.duplicates)
-        self._release(state)
+        self._finished_one()
 
     def _commit(self, group: list[_SliceState]) -> list[Commit]:
         staged = []
         for state in group:
             assert state.end is not None
             frames = [state.pages[s] for s in sorted(state.pages) if s <= state.end]
-            frame = pl.concat(frames, how="vertical") if len(frames) > 1 else frames[0]
+            frame = pl.concat(frames, how="vertical", rechunk=False) if len(frames) > 1 else (
+                frames[0])
             staged.append(Staged(state.piece, frame, len(frames), state.requests))
         return self.store.commit_slices(staged, run_id=self.run_id)
+
+    # the gauge ----------------------------------------------------------------------------------
 
     async def _tick(self) -> None:
         while True:
@@ -344,5 +629,5 @@ class Engine:
         self._emit("qpm", qpm=round(self.client.meter.rate(now), 1), in_window=in_window,
                    peak=self.client.meter.peak,
                    target=self.config.qpm, window_s=self.config.qpm_window_s,
-                   queue=self._queue.qsize(), unpersisted=self._unpersisted,
+                   queue=self._queue.qsize(), unpersisted_pages=self._units,
                    done=self._done, failed=self._failed, todo=len(self._slices))

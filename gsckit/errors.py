@@ -11,12 +11,14 @@
     │   └── CommitError              a commit failed (disk full, file too large, I/O error)
     ├── TransportError               connection reset, timeout, truncated or invalid body (retried)
     ├── ApiError                     an HTTP error answer from Search Console
-    │   ├── RateLimited              429, or 403 with a quota/rate reason (retried, then paused)
+    │   ├── RateLimited              429 / 403 rate or load quota (slowed down; load: site paused)
     │   ├── ServerError              500/502/503/504 (retried)
     │   ├── Unauthorized             401 (token refreshed once, then fatal)
     │   ├── PermissionDenied         403 "sufficient permission" (fatal for the site)
     │   ├── SiteNotFound             404 "not a verified site" (fatal for the site)
     │   └── BadRequest               400 (never retried)
+    ├── AuditLogError                the audit log cannot be written (the run halts)
+    ├── InternalError                an unexpected exception inside gsckit (the run halts)
     └── RunHalted                    a run stopped on an unrecoverable error (cause, report)
 
 Messages never contain a token, key or header: they are built from the site, the status, Google's
@@ -144,7 +146,10 @@ class RateLimited(ApiError):
 
     @property
     def load_quota(self) -> bool:
-        return "load quota" in self.message.lower() or self.reason == "quotaExceeded"
+        """A 403 ``quotaExceeded`` / ``dailyLimitExceeded`` (the load quota), not a rate limit."""
+        return self.status == 403 and (
+            self.reason in ("quotaExceeded", "dailyLimitExceeded")
+            or "load quota" in self.message.lower())
 
 
 class ServerError(ApiError):
@@ -167,6 +172,15 @@ class SiteNotFound(ApiError):
 
 class BadRequest(ApiError):
     """400: the request itself is wrong; retrying cannot help."""
+
+
+class AuditLogError(GsckitError):
+    """The audit log could not be written: the audit trail is a promise, so the run halts."""
+
+
+class InternalError(GsckitError):
+    """An unexpected exception inside gsckit (a bug or a broken environment); the run halts and
+    the traceback goes to the audit log."""
 
 
 class RunHalted(GsckitError):

@@ -3,10 +3,14 @@
 The engine emits :class:`Event` objects to listeners (the audit log, progress displays, tests); it
 never imports a UI. Event data is built by the engine from an allow-list of plain fields (site, day,
 startRow, status, rows, attempt, latency, reason), so no header or token can reach a listener.
+A listener that fails is detached with one warning, so a display bug never loses a backfill; a
+*critical* listener (the audit log) that fails raises :class:`AuditLogError`, which halts the run:
+the audit trail is a promise.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -17,10 +21,10 @@ from datetime import UTC, date, datetime
 from typing import Any, TextIO
 
 from .config import check_writable
-from .errors import ConfigError
+from .errors import AuditLogError, ConfigError
 
-EVENT_KINDS = ("run_start", "request", "retry", "pause", "slice_done", "slice_failed", "qpm",
-               "halt", "run_end")
+EVENT_KINDS = ("run_start", "request", "retry", "slowdown", "pause", "resume", "site_stopped",
+               "slice_done", "slice_failed", "qpm", "halt", "run_end")
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,25 +40,38 @@ Listener = Callable[[Event], None]
 
 
 class Emitter:
-    """Fans events out to listeners; a failing listener is reported once and never stops a run."""
+    """Fans events out to listeners.
+
+    A listener that raises is detached with one ``RuntimeWarning``; a critical one (added with
+    ``critical=True``) is detached too, and the failure is raised as :class:`AuditLogError`.
+    """
 
     def __init__(self, listeners: Iterable[Listener] = ()) -> None:
-        self._listeners = list(listeners)
-        self._broken: set[int] = set()
+        self._listeners: list[tuple[Listener, bool]] = [(listener, False)
+                                                        for listener in listeners]
 
-    def add(self, listener: Listener) -> None:
-        self._listeners.append(listener)
+    def add(self, listener: Listener, *, critical: bool = False) -> None:
+        self._listeners.append((listener, critical))
 
     def __call__(self, kind: str, **data: Any) -> None:
         event = Event(kind, data)
-        for index, listener in enumerate(self._listeners):
+        for entry in tuple(self._listeners):
+            listener, critical = entry
             try:
                 listener(event)
-            except Exception as exc:  # a display bug must not lose a backfill
-                if index not in self._broken:
-                    self._broken.add(index)
-                    warnings.warn(f"gsckit event listener {listener!r} failed: {exc!r}",
-                                  RuntimeWarning, stacklevel=2)
+            except Exception as exc:
+                self._listeners.remove(entry)
+                if critical:
+                    raise AuditLogError(f"cannot write {listener!r}: {_describe(exc)}") from exc
+                # a display bug must not lose a backfill
+                warnings.warn(f"gsckit event listener {listener!r} failed and was detached: "
+                              f"{exc!r}", RuntimeWarning, stacklevel=2)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _plain(value: Any) -> Any:
@@ -87,4 +104,6 @@ class AuditLog:
         self._file.write(json.dumps(record, default=_plain, separators=(",", ":")) + "\n")
 
     def close(self) -> None:
-        self._file.close()
+        # a write that failed has already halted the run; closing must not hide that report
+        with contextlib.suppress(OSError):
+            self._file.close()

@@ -11,9 +11,21 @@ Admission uses the window widened by ``slack_s`` so that the server, which sees 
 little later and with jitter, still never counts more than ``limit`` in its own window. A waiter
 that wakes is checked once more against the times earlier grants actually happened, so a busy
 event loop that wakes one waiter late cannot squeeze a later one into the same window either. A
-window ending at ``t`` is the half-open interval ``(t - window, t]``. Standard library only, and no
-asyncio object is created outside ``acquire``, so a limiter may be built anywhere and used by any
-event loop; one limiter is meant for one event loop at a time (it is not thread-safe).
+window ending at ``t`` is the half-open interval ``(t - window, t]``.
+
+When the server answers "rate limit exceeded" anyway (another program shares the quota, or the
+project's quota is lower than configured), :meth:`SlidingWindowLimiter.slow_down` lowers the limit
+of the keys concerned, multiplicatively (to ``decrease`` times what the key was actually granted
+in the last window, or its limit if that is lower), and each whole window without another
+slow-down gives back ``increase`` units, until the configured limit is reached again: additive
+increase, multiplicative decrease. Pending reservations are spaced out at the lowered pace, and
+the check on waking uses each key's limit of the moment, so "at most the limit in ANY window"
+keeps holding at the lowered limit. A slow-down is answered once: a request that was granted
+before the last slow-down of a key (``since``) does not lower that key again.
+
+Standard library only, and no asyncio object is created outside ``acquire``, so a limiter may be
+built anywhere and used by any event loop; its bookkeeping is guarded by a lock, so backfills
+running on different event loops (threads) of one process can share one limiter.
 """
 
 from __future__ import annotations
@@ -21,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import math
 import operator
+import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Hashable, Iterable
@@ -41,9 +54,11 @@ class _Slot:
 
 class _KeyState:
     """Per-key bookkeeping: reservations (the schedule), actual grants over the admission window
-    (the check on waking) and over ``window_s`` (for :meth:`SlidingWindowLimiter.peak`)."""
+    (the check on waking) and over ``window_s`` (for :meth:`SlidingWindowLimiter.peak`), and the
+    lowered limit after a slow-down (``cut`` units at ``cut_at``; 0 when not lowered)."""
 
-    __slots__ = ("granted", "grants", "peak", "recent", "recent_units", "reserved", "slots")
+    __slots__ = ("cut", "cut_at", "first", "granted", "grants", "peak", "recent",
+                 "recent_units", "reserved", "slots")
 
     def __init__(self) -> None:
         self.slots: deque[_Slot] = deque()
@@ -53,12 +68,17 @@ class _KeyState:
         self.grants: deque[_Slot] = deque()
         self.granted = 0
         self.peak = 0
+        self.cut = 0
+        self.cut_at = -math.inf
+        self.first = math.inf
 
 
 class SlidingWindowLimiter:
     """At most ``limit`` units in any ``window_s`` window per key; paced, FIFO, cancellable.
 
     ``slack_s`` (default ``min(1.0, 0.1 * window_s)``, 1 s at 60 s) widens the admission window;
+    ``decrease`` (default 0.5) is the factor of a slow-down and ``increase`` (default
+    ``max(1, limit // 20)``) the units a lowered key gets back per whole window without one;
     ``clock`` and ``sleep`` must agree (``sleep(d)`` lets at least ``d`` pass on ``clock``) and
     are injectable for tests. Every key serves its reservations in call order, so a request held
     back by one key (a full site) also holds back later requests that share another of its keys
@@ -73,9 +93,12 @@ class SlidingWindowLimiter:
     __slots__ = (
         "_admission",
         "_clock",
+        "_decrease",
+        "_increase",
         "_interval",
         "_keys",
         "_limit",
+        "_lock",
         "_slack",
         "_sleep",
         "_window",
@@ -87,6 +110,8 @@ class SlidingWindowLimiter:
         window_s: float = 60.0,
         *,
         slack_s: float | None = None,
+        decrease: float = 0.5,
+        increase: int | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
@@ -98,6 +123,11 @@ class SlidingWindowLimiter:
         slack = min(1.0, 0.1 * window_s) if slack_s is None else slack_s
         if not (slack >= 0 and math.isfinite(slack)):
             raise ValueError(f"slack_s must be a non-negative number of seconds, got {slack_s!r}")
+        if not 0.0 < decrease < 1.0:
+            raise ValueError(f"decrease must be between 0 and 1 (exclusive), got {decrease!r}")
+        increase = max(1, limit // 20) if increase is None else operator.index(increase)
+        if increase < 1:
+            raise ValueError(f"increase must be at least 1, got {increase}")
         self._limit = limit
         self._window = float(window_s)
         self._slack = float(slack)
@@ -105,7 +135,10 @@ class SlidingWindowLimiter:
         self._interval = self._window / limit
         self._clock = clock
         self._sleep = sleep
+        self._decrease = float(decrease)
+        self._increase = increase
         self._keys: dict[Hashable, _KeyState] = {}
+        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return (
@@ -133,6 +166,46 @@ class SlidingWindowLimiter:
         """``window_s / limit``: the even pacing interval between single units of one key."""
         return self._interval
 
+    def now(self) -> float:
+        """The limiter's clock: pass a grant's time as ``since`` to :meth:`slow_down`."""
+        return self._clock()
+
+    def limit_of(self, key: Hashable) -> int:
+        """The limit ``key`` has now: ``limit``, or less for a while after a slow-down."""
+        with self._lock:
+            state = self._keys.get(key)
+            return self._limit if state is None else self._limit_at(state, self._clock())
+
+    def slow_down(self, keys: Iterable[Hashable], *, since: float | None = None) -> bool:
+        """Lower the limit of ``keys`` after the server said their rate is too high.
+
+        Each key's new limit is ``decrease`` times the smaller of its current limit and the units
+        it was granted in the last window (extrapolated to a whole window for a key first granted
+        less than a window ago), at least 1; its pending reservations are spaced out at the new
+        pace. A key lowered at or after ``since`` (the time the failed request was
+        granted, from :meth:`now`) is left alone: that slow-down already answered the request.
+        Returns whether any key was lowered.
+        """
+        with self._lock:
+            states = self._states(keys)
+            now = self._clock()
+            lowered = False
+            for state in states:
+                if since is not None and since <= state.cut_at:
+                    continue
+                current = self._limit_at(state, now)
+                self._trim_grants(state, now)
+                # what the key sends per window; a key younger than a window is extrapolated
+                span = now - state.first
+                sent = state.granted * self._window / max(span, self._interval) if (
+                    span < self._window) else state.granted
+                base = min(current, sent) if state.granted else current
+                state.cut = max(1, min(current - 1, math.floor(base * self._decrease)))
+                state.cut_at = now
+                self._respace(state, now)
+                lowered = True
+            return lowered
+
     async def acquire(self, keys: Iterable[Hashable], units: int = 1) -> float:
         """Reserve ``units`` for all ``keys`` at one instant, sleep until then, return the wait.
 
@@ -143,22 +216,33 @@ class SlidingWindowLimiter:
         units = operator.index(units)
         if not 1 <= units <= self._limit:
             raise ValueError(f"units must be 1..{self._limit}, got {units}")
-        states = self._states(keys)
-        start = self._clock()
-        slot = self._reserve(states, units, start)
+        with self._lock:
+            states = self._states(keys)
+            start = self._clock()
+            slot = self._reserve(states, units, start)
         wake_at = slot.t
         try:
             while True:
                 while (delay := wake_at - self._clock()) > 0:
                     await self._sleep(delay)
-                now = self._clock()
-                wake_at = self._recheck(states, units, now)
-                if wake_at <= now:
-                    break
+                with self._lock:
+                    now = self._clock()
+                    # a slow-down may have moved the reservation later while this waiter slept
+                    wake_at = max(slot.t, self._recheck(states, units, now))
+                    if wake_at <= now:
+                        self._record_grant(states, units, now)
+                        break
+                    if wake_at > slot.t:
+                        # a lowered key's window is still full of grants made at the old pace:
+                        # the reservations behind this one keep the lowered pace after it
+                        slot.t = wake_at
+                        for state in states:
+                            if state.cut:
+                                self._respace(state, now)
         except BaseException:
-            self._release(states, slot)
+            with self._lock:
+                self._release(states, slot)
             raise
-        self._record_grant(states, units, now)
         return now - start
 
     def used(self, key: Hashable, now: float | None = None) -> int:
@@ -166,12 +250,13 @@ class SlidingWindowLimiter:
 
         Reservations in the future are not counted until their time; cancelled ones never are.
         """
-        state = self._keys.get(key)
-        if state is None:
-            return 0
-        end = self._clock() if now is None else now
-        start = end - self._window
-        return sum(slot.units for slot in state.slots if start < slot.t <= end)
+        with self._lock:
+            state = self._keys.get(key)
+            if state is None:
+                return 0
+            end = self._clock() if now is None else now
+            start = end - self._window
+            return sum(slot.units for slot in state.slots if start < slot.t <= end)
 
     def peak(self, key: Hashable) -> int:
         """Largest number of units granted to ``key`` in any window of ``window_s`` so far.
@@ -196,6 +281,27 @@ class SlidingWindowLimiter:
             states.append(state)
         return states
 
+    def _limit_at(self, state: _KeyState, now: float) -> int:
+        """The key's limit at ``now``: its cut plus ``increase`` per whole window since."""
+        if not state.cut:
+            return self._limit
+        limit = state.cut + self._increase * int((now - state.cut_at) // self._window)
+        if limit >= self._limit:
+            state.cut = 0
+            return self._limit
+        return limit
+
+    def _respace(self, state: _KeyState, now: float) -> None:
+        """Move the key's future reservations later so they follow its lowered pace."""
+        interval = self._window / self._limit_at(state, now)
+        last = state.recent[-1] if state.recent else None
+        earliest = now if last is None else max(now, last.t + interval * last.units)
+        for slot in state.slots:
+            if slot.t <= now:
+                continue
+            slot.t = max(slot.t, earliest)
+            earliest = slot.t + interval * slot.units
+
     def _reserve(self, states: list[_KeyState], units: int, now: float) -> _Slot:
         """Record ``units`` at the earliest instant that every key admits, and return the slot."""
         horizon = now - self._admission
@@ -206,10 +312,11 @@ class SlidingWindowLimiter:
                 state.reserved -= slots.popleft().units
             if not slots:
                 continue
+            limit = max(units, self._limit_at(state, now))
             last = slots[-1]
-            t = max(t, last.t + self._interval * last.units)
-            if state.reserved + units > self._limit:
-                t = max(t, self._free_after(slots, state.reserved, units))
+            t = max(t, last.t + self._window / limit * last.units)
+            if state.reserved + units > limit:
+                t = max(t, self._free_after(slots, state.reserved, units, limit))
         slot = _Slot(t, units)
         for state in states:
             state.slots.append(slot)
@@ -225,19 +332,21 @@ class SlidingWindowLimiter:
             recent = state.recent
             while recent and recent[0].t <= horizon:
                 state.recent_units -= recent.popleft().units
-            if state.recent_units + units > self._limit:
-                t = max(t, self._free_after(recent, state.recent_units, units))
+            # a key lowered below ``units`` admits them into an empty window only
+            limit = max(units, self._limit_at(state, now))
+            if state.recent_units + units > limit:
+                t = max(t, self._free_after(recent, state.recent_units, units, limit))
         return t
 
-    def _free_after(self, entries: deque[_Slot], total: int, units: int) -> float:
-        """When ``entries`` (oldest first, ``total`` units) make room for ``units``.
+    def _free_after(self, entries: deque[_Slot], total: int, units: int, limit: int) -> float:
+        """When ``entries`` (oldest first, ``total`` units) make room for ``units`` under ``limit``.
 
         That is when the newest entry that does not fit beside ``units`` has left the admission
         window; the walk starts from whichever end is shorter. The result ``t`` satisfies
         ``t - (window_s + slack_s) >= entry.t`` exactly in floating point, so the half-open
         window ending at ``t`` no longer holds that entry.
         """
-        room = self._limit - units
+        room = limit - units
         if total - room <= room:
             oldest = iter(entries)
             entry = next(oldest)
@@ -267,13 +376,18 @@ class SlidingWindowLimiter:
                 continue  # already pruned: the waiter overslept a whole window
             state.reserved -= slot.units
 
+    def _trim_grants(self, state: _KeyState, now: float) -> None:
+        """Forget grants that have left the window ``(now - window_s, now]``."""
+        grants, horizon = state.grants, now - self._window
+        while grants and grants[0].t <= horizon:
+            state.granted -= grants.popleft().units
+
     def _record_grant(self, states: list[_KeyState], units: int, at: float) -> None:
         """Log a grant at ``at`` for each key and update its peak over windows of ``window_s``."""
-        horizon = at - self._window
         for state in states:
+            self._trim_grants(state, at)
+            state.first = min(state.first, at)
             grants = state.grants
-            while grants and grants[0].t <= horizon:
-                state.granted -= grants.popleft().units
             grant = _Slot(at, units)
             state.recent.append(grant)
             state.recent_units += units

@@ -21,12 +21,11 @@ from typing import Any, TypeVar
 
 from . import auth
 from .auth.pool import CredentialPool
-from .client import Client
+from .client import Client, limiter_keys, shared_limiter
 from .config import EngineConfig, check_writable
 from .coordinator import Engine, Report
 from .events import AuditLog, Emitter, Listener
 from .planner import Filter, make_query, plan
-from .ratelimit import SlidingWindowLimiter
 from .sites import preflight as check_access
 from .store import Database, Store
 
@@ -132,33 +131,35 @@ async def backfill_async(
     slices = plan(query)
     # the pre-flight: an unreadable site is bad input, refused before the database exists
     access = await check_access(query.sites, members, cfg.base_url) if preflight else None
+    keys = [key for site in query.sites for creds in members
+            for key in limiter_keys(site, creds)]
     emitter = Emitter(listeners)
     closers: list[Any] = []
-    store = Store(db, memory_limit=cfg.db_memory_limit, wait=cfg.db_wait_s)
-    try:
-        if audit_log is not None:
-            log = AuditLog(audit_log)
-            closers.append(log)
-            emitter.add(log)
-        display = _progress(progress)
-        if display is not None:
-            closers.append(display)
-            emitter.add(display)
-        if progress is not False and progress != "off":  # a person is watching
-            for creds in members:
-                print(f"gsckit: credentials: {creds.source}", file=sys.stderr)
-        pool = CredentialPool(members, access.serving if access else None, emitter)
-        done = set() if force else store.completed(slices)
-        todo = [s for s in slices if s.key not in done]
-        limiter = SlidingWindowLimiter(cfg.qpm, cfg.qpm_window_s)
-        async with Client(cfg, pool, limiter, emitter) as client:
-            engine = Engine(todo, config=cfg, client=client, store=store, emit=emitter,
-                            skipped=len(slices) - len(todo))
-            return await engine.run()
-    finally:
-        for closer in closers:
-            closer.close()
-        store.close()
+    with shared_limiter(cfg, keys) as limiter:
+        store = Store(db, memory_limit=cfg.db_memory_limit, wait=cfg.db_wait_s)
+        try:
+            if audit_log is not None:
+                log = AuditLog(audit_log)
+                closers.append(log)
+                emitter.add(log, critical=True)
+            display = _progress(progress)
+            if display is not None:
+                closers.append(display)
+                emitter.add(display)
+            if progress is not False and progress != "off":  # a person is watching
+                for creds in members:
+                    print(f"gsckit: credentials: {creds.source}", file=sys.stderr)
+            pool = CredentialPool(members, access.serving if access else None, emitter)
+            done = set() if force else store.completed(slices)
+            todo = [s for s in slices if s.key not in done]
+            async with Client(cfg, pool, limiter, emitter) as client:
+                engine = Engine(todo, config=cfg, client=client, store=store, emit=emitter,
+                                skipped=len(slices) - len(todo))
+                return await engine.run()
+        finally:
+            for closer in closers:
+                closer.close()
+            store.close()
 
 
 def backfill(*args: Any, **kwargs: Any) -> Report:

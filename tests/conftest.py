@@ -15,6 +15,7 @@ import polars as pl
 import pytest
 
 import gsckit
+from gsckit.client import forget_shared_limiters
 from gsckit.parse import DIMENSION_COLUMNS as DIM_COLUMNS
 from gsckit.parse import METRICS as PARSE_METRICS
 from gsckit.planner import pacific_today
@@ -40,6 +41,13 @@ SIM_DEFAULTS: dict[str, Any] = {"all_final": True}
 """Settings every fixture simulator starts with unless the test passes its own: every day final,
 so tests that are not about freshness see the same data whatever the hour (pass
 ``all_final=False`` for Google's timing, and ``now=...`` to pin the clock)."""
+
+
+@pytest.fixture(autouse=True)
+def _fresh_rate_limits() -> Iterator[None]:
+    """Each test starts with fresh rate windows: backfills of one process share its limiter."""
+    yield
+    forget_shared_limiters()
 
 
 @pytest.fixture

@@ -103,22 +103,21 @@ async def test_final_data_replaces_fresh_data_for_the_same_day(make_sim, db):
     assert states == ["final"]
 
 
-async def test_queue_and_unpersisted_bounds_hold_without_deadlock(make_sim, db):
-    sim = await make_sim(rows_per_day=30_000, latency_s=0.005)
-    days = day_range(40, 24)
-    config = EngineConfig(max_concurrency=16, max_unpersisted=3, queue_size=6)
+@pytest.mark.parametrize("workers", [1, 16, 256])
+async def test_page_bound_queue_bound_and_no_deadlock_at_any_concurrency(make_sim, db, workers):
+    # 1 to 4 pages a day (row_limit 1,000); two unpersisted pages for up to 256 workers
+    sim = await make_sim(rows_per_day=lambda site, t, day: day.toordinal() % 4 * 1_000 + 500,
+                         latency_s=0.002)
+    days = day_range(60, 24)
+    config = EngineConfig(max_concurrency=workers, max_unpersisted_pages=2, queue_size=4,
+                          row_limit=1_000)
     report = await run(sim, db, days[0], days[-1], config=config)
     assert report.ok and report.done == 24
-    assert report.max_unpersisted <= 3 and report.max_queue <= 6
+    # the bound, plus the pages of the oldest day (at most 4), which may always go on
+    assert 2 <= report.max_unpersisted_pages <= 2 + 3
+    assert report.max_queue <= 4
+    assert sim.stats()["max_in_flight"] <= 2 + 3
     assert_matches_truth(db, sim, days)
-
-
-async def test_default_bounds_with_many_workers(make_sim, db):
-    sim = await make_sim(rows_per_day=200, latency_s=0.01)
-    days = day_range(60, 40)
-    report = await run(sim, db, days[0], days[-1], max_concurrency=32)
-    assert report.ok and report.max_unpersisted <= 10 and report.max_queue <= 1000
-    assert sim.stats()["max_in_flight"] <= 20
 
 
 async def test_prefetch_asks_for_both_pages_of_big_days_without_waste(make_sim, db):
@@ -168,3 +167,30 @@ async def test_a_second_backfill_on_the_same_file_in_one_process_is_refused(make
         await run(sim, db, days[0], days[-1])
     assert (await first).done == 3
     assert (await run(sim, db, days[0], days[-1])).skipped == 3
+
+
+async def test_two_backfills_with_one_credential_share_its_quota(make_sim, tmp_path):
+    # two notebook cells at once: same token, different sites and files; scaled window
+    sim = await make_sim(rows_per_day=10, window_s=1.0, quota_qpm=100)
+    days = day_range(40, 10)
+    first, second = await asyncio.gather(
+        run(sim, tmp_path / "a.duckdb", days[0], days[-1], qpm=4, qpm_window_s=1.0),
+        run(sim, tmp_path / "b.duckdb", days[0], days[-1], qpm=4, qpm_window_s=1.0,
+            site="sc-domain:other.example"))
+    assert first.ok and second.ok and first.requests + second.requests == 20
+    [token_peak] = sim.stats()["peak_window_by_token"].values()
+    assert token_peak <= 4  # each alone may send 4 per window; together, still 4
+    assert max(first.wall_s, second.wall_s) > 20 / 4 * 0.8
+
+
+async def test_a_second_backfill_with_other_rate_settings_on_a_shared_key_is_refused(
+        make_sim, tmp_path):
+    sim = await make_sim(rows_per_day=10, latency_s=0.2)
+    days = day_range(20, 3)
+    running = asyncio.create_task(run(sim, tmp_path / "a.duckdb", days[0], days[-1]))
+    await asyncio.sleep(0.1)
+    with pytest.raises(gsckit.ConfigError, match="other rate settings"):
+        await run(sim, tmp_path / "b.duckdb", days[0], days[-1], qpm=500)
+    assert not (tmp_path / "b.duckdb").exists()
+    assert (await running).ok
+    assert (await run(sim, tmp_path / "b.duckdb", days[0], days[-1], qpm=500)).ok

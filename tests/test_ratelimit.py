@@ -451,3 +451,146 @@ async def test_real_clock_and_asyncio_sleep() -> None:
     assert max_in_window(grants, 0.5) == 5
     assert limiter.peak("k") == 5
     assert 2.0 <= elapsed < 3.5  # 4 windows of 0.55 s; the last 5 paced 0.1 s apart
+
+
+# --- slowing down after a 429 (AIMD) -------------------------------------------------------
+
+
+def counts_at_grants(grants: Sequence[Grant], window: float) -> list[tuple[float, int]]:
+    """For each grant time t: the units granted in the half-open window ``(t - window, t]``."""
+    ordered = sorted(grants)
+    out, total, first = [], 0, 0
+    for t, units in ordered:
+        total += units
+        while ordered[first][0] <= t - window:
+            total -= ordered[first][1]
+            first += 1
+        out.append((t, total))
+    return out
+
+
+async def test_slow_down_lowers_the_limit_and_any_window_keeps_to_it_while_it_recovers() -> None:
+    vt = VirtualTime(start=1_000.0)
+    limiter = SlidingWindowLimiter(960, 60.0, clock=vt.clock, sleep=vt.sleep)
+    grants: list[Grant] = []
+    limits: list[tuple[float, int]] = []
+    cut_at = 1_000.0 + 150.0
+    end = 1_000.0 + 900.0
+
+    async def worker() -> None:
+        while vt.now < end:
+            await limiter.acquire(["cred:1"])
+            grants.append((vt.now, 1))
+            limits.append((vt.now, limiter.limit_of("cred:1")))
+
+    async def throttle() -> None:
+        await vt.sleep(cut_at - vt.now)
+        assert limiter.slow_down(["cred:1"])
+
+    for _ in range(8):
+        vt.spawn(worker())
+    vt.spawn(throttle())
+    await vt.run_all()
+
+    # the cut is half of what the key was granted in the last window, then +48 a window
+    granted = sum(u for t, u in grants if cut_at - 60.0 < t <= cut_at)
+    assert 900 < granted <= 960
+    expected = {k: min(960, granted // 2 + 48 * k) for k in range(13)}
+    assert expected[0] < 481 and expected[11] == 960
+    seen = {int((t - cut_at) // 60): lim for t, lim in limits if t >= cut_at}
+    assert {k: seen[k] for k in range(13)} == expected
+    # every grant after the cut keeps the window ending at it within the limit of that moment
+    limit_at = dict(limits)
+    for t, count in counts_at_grants(grants, 60.0):
+        if t >= cut_at:
+            assert count <= limit_at[t], (t, count, limit_at[t])
+    # and the lowered rate is used, not wasted: each full window gets >= 95% of its limit
+    for k in range(1, 10):
+        lo = cut_at + 60.0 * k + 1.0
+        got = sum(u for t, u in grants if lo < t <= lo + 60.0)
+        assert got >= 0.95 * expected[k], (k, got, expected[k])
+
+
+async def test_pending_reservations_follow_the_lowered_pace() -> None:
+    vt = VirtualTime()
+    limiter = SlidingWindowLimiter(60, 60.0, slack_s=0.0, clock=vt.clock, sleep=vt.sleep)
+    times: list[float] = []
+
+    async def one() -> None:
+        await limiter.acquire(["site:A", "cred:1"])
+        times.append(vt.now)
+
+    for _ in range(40):
+        vt.spawn(one())  # booked one a second
+    await vt.advance(10.5)
+    assert len(times) == 11
+    limiter.slow_down(["site:A"])
+    # half of what it sends per window: 11 in 10.5 s, a key younger than a window, is 62.9 a
+    # window, so half of its limit of 60
+    assert limiter.limit_of("site:A") == 30
+    assert limiter.limit_of("cred:1") == 60  # not named: untouched
+    await vt.run_all()
+    after = [t for t in times if t > 10.5]
+    assert len(after) == 29
+
+    def limit_at(t: float) -> int:  # 30, then + 3 (60 // 20) per whole window since the cut
+        return min(60, 30 + 3 * int((t - 10.5) // 60.0))
+
+    # no burst: the booked 1-s pace became the lowered pace, 60 s / the limit of the moment
+    for a, b in itertools.pairwise(after):
+        assert b - a >= 60.0 / limit_at(a) - 1e-9
+    for t, count in counts_at_grants([(t, 1) for t in times], 60.0):
+        if t > 10.5:
+            assert count <= limit_at(t), (t, count)
+
+
+async def test_a_slow_down_is_answered_once_per_request_generation() -> None:
+    vt = VirtualTime()
+    limiter = SlidingWindowLimiter(100, 10.0, clock=vt.clock, sleep=vt.sleep)
+    await limiter.acquire(["k"])  # the key is older than a window: no extrapolation
+    await vt.advance(20.0)
+    for _ in range(40):
+        vt.spawn(limiter.acquire(["k"]))
+    await vt.advance(23.95)
+    before = limiter.now()  # a request granted now, answered 429 later, by many at once
+    await vt.advance(4.0)
+    assert limiter.slow_down(["k"], since=before)
+    first = limiter.limit_of("k")
+    assert first == 20  # half of the 40 granted within the last window
+    for _ in range(5):  # the other answers to requests sent before the cut change nothing
+        assert not limiter.slow_down(["k"], since=before)
+    assert limiter.limit_of("k") == first
+    after = limiter.now()
+    await vt.advance(25.0)
+    assert limiter.slow_down(["k"], since=after + 0.5)  # sent after the cut: a new signal
+    assert limiter.limit_of("k") == 10
+    assert limiter.slow_down(["k"])  # no since: always lowers
+    assert limiter.limit_of("k") == 5
+    await vt.run_all()
+
+
+async def test_a_batch_larger_than_a_lowered_limit_waits_for_an_empty_window() -> None:
+    vt = VirtualTime()
+    limiter = SlidingWindowLimiter(10, 10.0, slack_s=0.0, clock=vt.clock, sleep=vt.sleep)
+    await limiter.acquire(["k"], 4)
+    for _ in range(4):
+        limiter.slow_down(["k"])
+    assert limiter.limit_of("k") == 1
+    task = vt.spawn(limiter.acquire(["k"], 3))
+    await vt.run_all()
+    # admitted as if the limit were 3: paced 10/3 s a unit after the 4 units granted at 0, by
+    # which time they have left the window
+    assert task.result() == pytest.approx(40 / 3)
+    assert limiter.peak("k") == 4
+
+
+def test_slow_down_arguments_are_checked() -> None:
+    for bad in (0.0, 1.0, -0.5, 2.0):
+        with pytest.raises(ValueError, match="decrease must be"):
+            SlidingWindowLimiter(10, 1.0, decrease=bad)
+    with pytest.raises(ValueError, match="increase must be"):
+        SlidingWindowLimiter(10, 1.0, increase=0)
+    limiter = SlidingWindowLimiter(10, 1.0)
+    assert limiter.limit_of("never-seen") == 10
+    with pytest.raises(TypeError, match="iterable of keys"):
+        limiter.slow_down("k")

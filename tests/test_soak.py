@@ -24,19 +24,27 @@ async def test_fault_campaign_of_two_thousand_requests_loses_nothing(make_sim, d
                          faults=Faults(seed=11, rates=MIXED, stall_s=4.0))
     sites = [SITE, "https://www.example.org/"]
     days = day_range(200, 160)
-    policy = RetryPolicy(max_attempts=10, base_s=0.01, max_backoff_s=0.1, quota_pause_after=3,
-                         quota_pause_s=0.5)
-    config = EngineConfig(max_concurrency=16, qpm=40_000, retry=policy,
+    policy = RetryPolicy(max_attempts=10, base_s=0.01, max_backoff_s=0.1, quota_pause_s=0.5)
+    # qpm 1,200 per 1-s window: scaled time, so that the limiter does not bind
+    config = EngineConfig(max_concurrency=16, qpm=1_200, qpm_window_s=1.0, retry=policy,
                           timeouts=Timeouts(total=20, connect=2, sock_read=2.0))
-    report = await run(sim, db, days[0], days[-1], site=sites, search_type="web,image,video",
-                       config=config)
+    # a random 403 quotaExceeded after a site's pause is a load quota that persists: the site
+    # stops and a re-run resumes it, as a scheduler would
+    done = retries = 0
+    for _ in range(20):
+        report = await run(sim, db, days[0], days[-1], site=sites,
+                           search_type="web,image,video", config=config)
+        done += report.done
+        retries += report.retries
+        if report.ok:
+            break
     stats = sim.stats()
     assert stats["requests"] >= 2_000
     assert sum(stats["faults"].values()) >= 200 and set(stats["faults"]) == set(MIXED)
-    assert report.ok and report.done == 2 * 3 * 160
+    assert report.ok and done == 2 * 3 * 160
     assert duplicate_keys(db) == 0
     # the server may see a page twice only when the client gave up on it (timeout) and retried
-    assert stats["duplicates"] <= report.retries, (stats["duplicates"], report.retries)
+    assert stats["duplicates"] <= retries, (stats["duplicates"], retries)
     for site in sites:
         assert_matches_truth(db, sim, days[::20], site=site)
 
