@@ -5,9 +5,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 LAB_STAMP := $(VENV)/.lab-installed
+FIG_STAMP := $(VENV)/.figures-installed
 LAB_ARGS ?=
+NOTEBOOK ?= notebooks/quickstart.ipynb
 
-.PHONY: demo test notebook soak bench venv clean
+.PHONY: demo test notebook soak bench figures venv clean
 
 $(BIN)/python:
 	@test -n "$(PYTHON)" || { echo "gsckit needs Python 3.11+ (set PYTHON=...)"; exit 1; }
@@ -33,7 +35,15 @@ $(LAB_STAMP): $(STAMP)
 
 # Jupyter refuses to run as root unless told to (containers often run as root)
 notebook: $(LAB_STAMP)
-	$(BIN)/jupyter lab notebooks/quickstart.ipynb $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
+	$(BIN)/jupyter lab $(NOTEBOOK) $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
+
+# the README's Explore figures (docs/figures/*.png), drawn from the simulator; Pillow shrinks them
+$(FIG_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet --group figures
+	touch $(FIG_STAMP)
+
+figures: $(FIG_STAMP)
+	$(BIN)/python scripts/figures.py
 
 soak: $(STAMP)
 	$(BIN)/python -m pytest -m soak --timeout=0

@@ -38,6 +38,7 @@ from .errors import (
 )
 from .events import AuditLog, Event
 from .export import ExportReport
+from .jobs import Job, JobProgress, start
 from .planner import Filter, HorizonWarning, Query, Slice, make_query, plan
 from .runner import Preview, backfill, backfill_async, preview, run_sync
 from .sites import sites, sites_async
@@ -81,6 +82,8 @@ __all__ = [
     "GsckitError",
     "HorizonWarning",
     "InternalError",
+    "Job",
+    "JobProgress",
     "PermissionDenied",
     "Preview",
     "Query",
@@ -112,6 +115,7 @@ __all__ = [
     "run_sync",
     "sites",
     "sites_async",
+    "start",
 ]
 
 for _name in __all__:

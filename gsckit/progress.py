@@ -68,6 +68,7 @@ class Progress:
         self._gauge: QpmGauge | None = None
         self._postfix: dict[str, Any] = {}
         self._counts: Counter[str] = Counter()
+        self._shown_early = False
 
     def __repr__(self) -> str:
         return f"Progress(notebook={self.notebook})"
@@ -106,7 +107,21 @@ class Progress:
         elif event.kind == "run_end":
             self.close()
 
+    def show(self, qpm: int) -> None:
+        """Display the bar (and a notebook's gauge) now, before the run starts.
+
+        A background job calls this in the cell that starts it: the display then lives in that
+        cell whichever cell is running when the engine begins, and ``run_start`` sets the total.
+        """
+        self._start({"todo": None, "qpm": qpm})
+        self._shown_early = True
+
     def _start(self, data: Any) -> None:
+        if self._shown_early and self._bar is not None:
+            self._shown_early = False
+            self._bar.reset(total=data["todo"])
+            self._counts = Counter(rows=0)
+            return
         self.close()
         kwargs: dict[str, Any] = {"total": data["todo"], "unit": "day",
                                   "desc": "gsckit", "mininterval": self._mininterval}

@@ -499,7 +499,7 @@ def test_charts_are_what_an_analyst_draws(db):
     assert bubble["mark"]["type"] == "circle"
     assert bubble["encoding"]["x"]["field"] == "ctr"
     assert bubble["encoding"]["x"]["scale"]["type"] == "log"
-    assert bubble["encoding"]["y"]["scale"] == {"type": "log", "reverse": True}
+    assert bubble["encoding"]["y"]["scale"] == {"type": "log", "reverse": True, "nice": False}
     assert bubble["encoding"]["size"]["field"] == "clicks"
     movers = ex.chart(frames["movers"]).to_dict()
     assert movers["mark"]["type"] == "bar"
@@ -508,7 +508,10 @@ def test_charts_are_what_an_analyst_draws(db):
     panels = overview["vconcat"]
     assert len(panels) == 4
     assert panels[3]["encoding"]["y"]["scale"]["reverse"] is True  # position: 1 at the top
-    assert panels[0]["encoding"]["opacity"]["scale"]["range"][1] < 1  # previous period faded
+    color = panels[0]["encoding"]["color"]
+    assert color["scale"]["range"] == ["#1f6feb", "#9ab8e8"]  # the previous period faded
+    assert color["scale"]["domain"][1].startswith("previous (from ")  # the legend says which
+    assert color["legend"]["orient"] == "top"
     curve = ex.chart(frames["ctr_curve"]).to_dict()
     assert [layer["mark"]["type"] for layer in curve["layer"]] == ["circle", "line"]
 

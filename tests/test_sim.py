@@ -1066,6 +1066,32 @@ async def test_ctr_falls_with_position_and_a_few_queries_underperform(
     assert 3 <= under.height < 0.1 * queries.filter(pl.col("impressions") >= 200).height
 
 
+async def test_rankings_move_a_few_queries_between_periods_and_ctr_varies_by_query(
+        make_sim: MakeSim) -> None:
+    # two consecutive 28-day periods: most queries keep their position (daily noise averages
+    # out), a few gained (position about halved) or lost (almost doubled), never a brand query
+    sim = await make_sim(rows_per_day=2_000)
+    periods = [sim.ground_truth(SITE, DAY - timedelta(55 - 28 * k),
+                                end=DAY - timedelta(28 - 28 * k), dimensions=["query"])
+               for k in (0, 1)]
+    both = periods[1].join(periods[0], on="query", suffix="_before").filter(
+        pl.col("impressions") >= 300, pl.col("impressions_before") >= 300).with_columns(
+        ratio=pl.col("position") / pl.col("position_before"),
+        brand=pl.col("query").str.contains(r"\bexample\b"))
+    gained = both.filter(pl.col("ratio") < 0.7)
+    lost = both.filter(pl.col("ratio") > 1.4)
+    steady = both.filter(pl.col("ratio").is_between(0.85, 1.15))
+    assert steady.height > 0.85 * both.height
+    assert 0.01 * both.height < gained.height < 0.1 * both.height
+    assert 0.01 * both.height < lost.height < 0.1 * both.height
+    assert not pl.concat([gained, lost])["brand"].any()
+    # at similar positions, CTR differs from query to query (titles, SERP features)
+    near = periods[1].filter(~pl.col("query").str.contains("example"),
+                             pl.col("impressions") >= 200, pl.col("position").is_between(3, 6))
+    assert near.height > 50
+    assert near["ctr"].quantile(0.9) > 2.8 * near["ctr"].quantile(0.1)  # type: ignore[operator]
+
+
 async def test_competing_pages_and_url_folders(make_sim: MakeSim) -> None:
     sim = await make_sim(rows_per_day=8_000)
     rows = sim.ground_truth(SITE, DAY - timedelta(6), end=DAY, dimensions=["query", "page"])

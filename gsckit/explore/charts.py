@@ -11,6 +11,7 @@ analyses never need them, and a missing one gives a one-line "install gsckit[not
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from datetime import date
 from typing import Any
 
 import polars as pl
@@ -86,24 +87,34 @@ def _key(frame: pl.DataFrame, options: Sequence[str]) -> str:
 
 
 def _overview(alt: Any, frame: pl.DataFrame, top: int) -> Any:
+    # the legend says where each range starts, so the faded line says which days it is
+    ranges = [f"current (from {_first(frame['period'])})",
+              f"previous (from {_first(frame['previous_period'])})"]
     panels = []
     for metric in METRICS:
         long = pl.concat([
-            frame.select("period", pl.col(metric).alias("value"), pl.lit("current").alias("range")),
+            frame.select("period", pl.col(metric).alias("value"),
+                         pl.lit(ranges[0]).alias("range")),
             frame.select("period", pl.col(f"{metric}_previous").alias("value"),
-                         pl.lit("previous").alias("range")),
+                         pl.lit(ranges[1]).alias("range")),
         ])
+        value_format = ".1%" if metric == "ctr" else ",.4~f"
         panels.append(alt.Chart(long).mark_line(point=frame.height <= 60).encode(
-            x=alt.X("period:T", title=None),
+            x=alt.X("period:T", title=None, axis=alt.Axis(format="%b %d", labelOverlap=True)),
             y=alt.Y("value:Q", title=metric, scale=alt.Scale(
-                reverse=metric == "position", zero=metric != "position")),
-            color=alt.Color("range:N", scale=alt.Scale(domain=["current", "previous"],
-                                                       range=[_MAIN, _FADED]), title=None),
-            opacity=alt.Opacity("range:N", scale=alt.Scale(domain=["current", "previous"],
-                                                           range=[1.0, 0.6]), legend=None),
-            tooltip=["period:T", "range:N", alt.Tooltip("value:Q", format=",.4~f")],
+                reverse=metric == "position", zero=metric in ("clicks", "impressions")),
+                axis=alt.Axis(format=".1%") if metric == "ctr" else alt.Axis()),
+            color=alt.Color("range:N", scale=alt.Scale(domain=ranges, range=[_MAIN, _FADED]),
+                            title=None, legend=alt.Legend(orient="top")),
+            tooltip=["period:T", "range:N", alt.Tooltip("value:Q", format=value_format)],
         ).properties(width=560, height=110))
     return alt.vconcat(*panels)
+
+
+def _first(days: pl.Series) -> str:
+    """The first day of a range, as "Oct 05, 2026" ("no days" for none)."""
+    first = days.drop_nulls().min()
+    return first.strftime("%b %d, %Y") if isinstance(first, date) else "no days"
 
 
 def _movers(alt: Any, frame: pl.DataFrame, top: int) -> Any:
@@ -205,7 +216,7 @@ def _bubble(alt: Any, frame: pl.DataFrame, top: int) -> Any:
         "x": alt.X("ctr:Q", title="CTR", scale=alt.Scale(type="log"),
                    axis=alt.Axis(format="%")),
         "y": alt.Y("position:Q", title="average position",
-                   scale=alt.Scale(type="log", reverse=True)),
+                   scale=alt.Scale(type="log", reverse=True, nice=False)),
         "size": alt.Size("clicks:Q"),
         "tooltip": [c for c in data.columns],
     }

@@ -41,6 +41,13 @@ _WEEKDAY = (1.04, 1.06, 1.05, 1.02, 0.95, 0.80, 0.86)  # Monday first: weekends 
 _TREND_EPOCH = date(2025, 1, 1).toordinal()
 _TREND_PER_YEAR = 0.15
 _ANOMALY_FACTOR = {"drop": 0.45, "spike": 1.9}
+# Rankings move: each query's days fall in blocks of _SHIFT_DAYS (its own phase), and in each
+# block _SHIFTED percent of the queries below the top 16 (brand excluded) rank differently:
+# half of them gained (position x 0.5), half lost (x 1.9). So two periods have real movers.
+_SHIFT_DAYS = 56
+_SHIFTED = 6
+_GAINED, _LOST = 0.5, 1.9
+_STEADY_RANKS = 16
 # Per slot: (presence, share of the query's impressions) for ordinary and cannibalized queries.
 _PRESENCE = ((0.9, 0.95), (0.12, 0.97), (0.05, 0.9), (0.03, 0.1))
 _SHARE = ((1.0, 0.5), (0.08, 0.35), (0.05, 0.25), (0.03, 0.03))
@@ -175,6 +182,10 @@ def stream_keys(seed: int, site: str, search_type: str, size: int) -> pl.DataFra
     rival = pl.when(cannibal).then(0.5 + 3.0 * u_rival).otherwise(
         2.0 + 12.0 * u_rival)  # competing pages rank close to the main one
     base = pl.when(brand).then(1.0 + 0.4 * u_rank).otherwise(1.5 + 30.0 * u_rank.pow(1.4))
+    # how a query's results attract clicks beyond their position (titles, snippets, SERP
+    # features): a spread of about +-35% (a sum of three uniforms), so CTR against position is
+    # a cloud around the curve rather than a line
+    spread = (unit(rank, stream + 15) + unit(rank, stream + 16) + unit(rank, stream + 17) - 1.5)
     return pl.DataFrame({"id": pl.arange(0, size, eager=True, dtype=pl.Int64)}).with_columns(
         r=(key // SLOTS).cast(pl.Int32), slot=(key % SLOTS).cast(pl.Int32),
     ).with_columns(
@@ -187,7 +198,9 @@ def stream_keys(seed: int, site: str, search_type: str, size: int) -> pl.DataFra
         always=(rank < 64) & (slot == 0),
         share=_by_slot(slot, cannibal, _SHARE) * pl.when(rank == 0).then(6.0).otherwise(1.0),
         position=base + pl.when(slot > 0).then(rival).otherwise(0.0),
-        appeal=pl.when(brand).then(1.8).otherwise(1.0) * pl.when(under).then(0.3).otherwise(1.0),
+        appeal=pl.when(brand).then(1.8).otherwise(1.0) * pl.when(under).then(0.3).otherwise(1.0)
+        * (0.7 * spread).exp(),
+        steady=brand | (rank < _STEADY_RANKS),
         u_combos=unit(key, stream + 6),
         first=_first_pair(unit(key, stream + 7)),
     )
@@ -232,7 +245,8 @@ def final_rows(spec: DaySpec) -> pl.DataFrame:
     frame = present_keys(spec).with_columns(
         demand=tail * (ranks / (rank + 8)).pow(_ZIPF) * pl.col("share")
         * (0.7 + 0.6 * unit(key, daily + 1)),
-        position=pl.col("position") * (0.94 + 0.12 * unit(key, daily + 5)),
+        position=pl.col("position") * (0.94 + 0.12 * unit(key, daily + 5))
+        * _ranking(rank, pl.col("steady"), stream, spec.day),
     ).with_columns(
         ctr=0.30 * pl.col("position").pow(-1.25) * pl.col("appeal"),
         combos=(1 + ((pl.col("demand") / 40).sqrt() * pl.col("u_combos")).floor()
@@ -269,6 +283,16 @@ def final_rows(spec: DaySpec) -> pl.DataFrame:
     if spec.anonymized_share <= 0:
         return named
     return pl.concat([named, _anonymized(named, spec, stream, daily)])
+
+
+def _ranking(rank: pl.Expr, steady: pl.Expr, stream: int, day: date) -> pl.Expr:
+    """A query's position multiplier on ``day``: 1, or its block's gain or loss."""
+    block = ((hashed(rank, stream + 13) % _SHIFT_DAYS).cast(pl.Int64) + day.toordinal()
+             ) // _SHIFT_DAYS
+    draw = hashed(rank.cast(pl.Int64) * 65_536 + block % 65_536, stream + 14) % 100
+    moved = (pl.when(draw < _SHIFTED // 2).then(_GAINED).when(draw < _SHIFTED).then(_LOST)
+             .otherwise(1.0))
+    return pl.when(steady).then(1.0).otherwise(moved)
 
 
 def _first_pair(u: pl.Expr) -> pl.Expr:
