@@ -86,6 +86,18 @@ class Commit:
 
 
 @dataclass(frozen=True)
+class DayRecord:
+    """How a day about to be fetched will be recorded: its ``state`` (``final`` or ``fresh``),
+    why it is fetched, the marker Google sent and Google's newest final day (see :class:`Staged`).
+    """
+
+    state: str
+    reason: str = MISSING
+    first_incomplete: str | None = None
+    newest_final: date | None = None
+
+
+@dataclass(frozen=True)
 class Staged:
     """A complete day slice waiting to be committed: its pages concatenated.
 
