@@ -30,7 +30,7 @@ from .freshness import (
     settled_through,
     sync_start,
 )
-from .planner import HOURLY_DAYS, Query, Slice
+from .planner import HOURLY_DAYS, Query, Slice, earliest_day
 from .store import FRESH, Database, LedgerDay, Store, Stream
 from .store.writer import DayRecord
 
@@ -132,20 +132,34 @@ def run_plan(scope: Scope, decided: Sequence[tuple[str, str, Stream, StreamPlan]
 
 async def _probe(client: Client, site: str, search_type: str, scope: Scope, emit: Emit
                  ) -> Freshness:
-    """Ask Google for a (site, search type)'s freshness; wait out a load-quota pause."""
-    body = probe_body(search_type, scope.today, hourly=scope.hourly)
-    parse = partial(parse_probe, today=scope.today, hourly=scope.hourly)
+    """Ask Google for a (site, search type)'s freshness; wait out a load-quota pause.
+
+    When Google's first incomplete day is the first day asked about, the days before may not be
+    final either: the window before is asked too (daily data only: hourly data covers 10 days).
+    """
     loop = asyncio.get_running_loop()
-    while True:
-        try:
-            fresh, _ = await client.send(site, body, parse, day=probe_window(scope.today)[0],
-                                         search_type=search_type, kind="probe")
-        except SitePaused as paused:
-            await asyncio.sleep(max(0.0, paused.until - loop.time()))
-            continue
-        emit("freshness", site=site, search_type=search_type, newest_final=fresh.newest_final,
-             newest_data=fresh.newest_data, first_incomplete=fresh.first_incomplete)
-        return fresh
+    oldest = earliest_day(scope.today)
+
+    async def ask(end: date) -> Freshness:
+        start = probe_window(end)[0]
+        body = probe_body(search_type, end, hourly=scope.hourly)
+        parse = partial(parse_probe, start=start, hourly=scope.hourly)
+        while True:
+            try:
+                fresh, _ = await client.send(site, body, parse, day=start,
+                                             search_type=search_type, kind="probe")
+                return fresh
+            except SitePaused as paused:
+                await asyncio.sleep(max(0.0, paused.until - loop.time()))
+
+    fresh = await ask(scope.today)
+    start = probe_window(scope.today)[0]
+    while not scope.hourly and fresh.behind(start) and start > oldest:
+        fresh = fresh.before(await ask(start - timedelta(days=1)))
+        start = probe_window(start - timedelta(days=1))[0]
+    emit("freshness", site=site, search_type=search_type, newest_final=fresh.newest_final,
+         newest_data=fresh.newest_data, first_incomplete=fresh.first_incomplete)
+    return fresh
 
 
 async def plan_run(scope: Scope, *, client: Client, store: Store, emit: Emit) -> RunPlan:

@@ -34,9 +34,10 @@ HOUR_MARKERS = ("firstIncompleteHour", "first_incomplete_hour")
 USUAL_LAG_DAYS = 3
 
 
-def probe_window(today: date) -> tuple[date, date]:
-    """The days the probe asks about: the last :data:`PROBE_DAYS`, today included."""
-    return today - timedelta(days=PROBE_DAYS - 1), today
+def probe_window(end: date) -> tuple[date, date]:
+    """The days a probe ending at ``end`` asks about: :data:`PROBE_DAYS` days (the first probe
+    ends today)."""
+    return end - timedelta(days=PROBE_DAYS - 1), end
 
 
 def settled_through(today: date) -> date:
@@ -73,6 +74,17 @@ class Freshness:
     def is_final(self, day: date) -> bool:
         return day <= self.newest_final
 
+    def behind(self, start: date) -> bool:
+        """Whether Google's first incomplete day is the first day of a probe window starting at
+        ``start``: Google only reports one inside the range asked, so days before it may not be
+        final either, and the window before must be asked too."""
+        return self.first_incomplete is not None and self.newest_final < start
+
+    def before(self, older: Freshness) -> Freshness:
+        """This answer completed by the probe of the window before it (see :meth:`behind`)."""
+        return Freshness(older.newest_final, self.newest_data or older.newest_data,
+                         older.first_incomplete, rows=self.rows + older.rows)
+
     @property
     def data_through(self) -> date:
         """The newest day worth fetching with ``all``: the newest with data, else the newest
@@ -80,9 +92,10 @@ class Freshness:
         return max(self.newest_data or self.newest_final, self.newest_final)
 
 
-def probe_body(search_type: str, today: date, *, hourly: bool) -> dict[str, Any]:
-    """The probe request: grouped by ``date`` (``hour`` when hourly) over the last 10 days."""
-    start, end = probe_window(today)
+def probe_body(search_type: str, end: date, *, hourly: bool) -> dict[str, Any]:
+    """The probe request: grouped by ``date`` (``hour`` when hourly) over the 10 days that end
+    at ``end``."""
+    start, end = probe_window(end)
     return {"startDate": start.isoformat(), "endDate": end.isoformat(),
             "dimensions": ["hour" if hourly else "date"], "type": search_type,
             "dataState": "hourly_all" if hourly else "all", "rowLimit": PROBE_ROW_LIMIT,
@@ -100,8 +113,9 @@ def _day_of(key: object, what: str) -> date:
     raise TransportError(f"the probe's answer has an unreadable {what} {key!r}")
 
 
-def parse_probe(body: bytes, *, today: date, hourly: bool) -> Freshness:
-    """Read the probe's answer: the newest day with data and the first day that is not final.
+def parse_probe(body: bytes, *, start: date, hourly: bool) -> Freshness:
+    """Read the answer of a probe whose window starts at ``start``: the newest day with data and
+    the first day that is not final.
 
     Both spellings of the metadata are read (Google documents ``firstIncompleteDate`` and
     ``first_incomplete_date``); without a marker every day with data is final, and with no
@@ -128,7 +142,7 @@ def parse_probe(body: bytes, *, today: date, hourly: bool) -> Freshness:
     elif newest_data is not None:
         newest_final = newest_data
     else:
-        newest_final = settled_through(today)
+        newest_final = start - timedelta(days=1)
     return Freshness(newest_final, newest_data, None if marker is None else str(marker),
                      rows=len(days))
 

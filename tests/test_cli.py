@@ -540,8 +540,13 @@ def test_dry_run_needs_no_credentials_and_writes_nothing(thread_sim, tmp_path, c
     code, out, err = cli(capsys, "backfill", SITE, "--start", days[0], "--end", days[-1],
                          "--db", db, "--dry-run", "--json")
     assert code == 0 and err == ""
-    assert json.loads(out) == {"slices": 5, "skipped": 0, "todo": 5, "requests": 5,
-                               "min_seconds": 0.3, "sites": 1}
+    plan = json.loads(out)
+    assert {key: plan[key] for key in ("slices", "skipped", "todo", "requests", "min_seconds",
+                                       "sites", "missing", "probes", "estimated")} == {
+        "slices": 5, "skipped": 0, "todo": 5, "requests": 5, "min_seconds": 0.3, "sites": 1,
+        "missing": 5, "probes": 0, "estimated": False}
+    assert plan["streams"] == [{"site": SITE, "search_type": "web", "not_final_yet": [],
+                                "missing": [f"{days[0]}..{days[-1]}"]}]
     assert not db.exists()
 
 
