@@ -150,15 +150,16 @@ def parse_probe(body: bytes, *, start: date, hourly: bool) -> Freshness:
 def estimate(today: date, ledger: Iterable[LedgerDay]) -> Freshness:
     """A guess at Google's freshness without asking (for a dry run): the newest final day the
     ledger recorded, moved on by the days since that fetch, else today minus Google's usual
-    lag; never later than the usual lag allows, never earlier than what was recorded."""
+    lag; never later than the usual lag allows, never earlier than what was recorded. Data is
+    assumed through today."""
     usual = today - timedelta(days=USUAL_LAG_DAYS)
     known = [(day.newest_final, day.fetched_at.date()) for day in ledger
              if day.newest_final is not None and day.fetched_at is not None]
     if not known:
-        return Freshness(usual, None, None, probed=False)
+        return Freshness(usual, today, None, probed=False)
     newest, fetched = max(known)
     guess = min(newest + (today - fetched), usual)
-    return Freshness(max(guess, newest), None, None, probed=False)
+    return Freshness(max(guess, newest), today, None, probed=False)
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ from ..errors import CommitError, GsckitError, StoreError
 from ..parse import METRICS
 from ..planner import Slice
 from . import schema
-from .access import check_path, connect
+from .access import check_path, connect, in_utc
 from .days import LedgerDay, Stream, completed, read_days
 from .locks import Timeout, WriterSide
 from .schema import FINAL, FRESH, LEDGER, LEDGER_COLUMNS, ROW_COLUMNS, ROWS, STATES
@@ -324,7 +324,7 @@ class Store:
             yield None
             return
         try:
-            cursor = self._con.cursor()
+            cursor = in_utc(self._con.cursor())
             try:
                 cursor.execute("BEGIN TRANSACTION READ ONLY")
                 yield cursor
