@@ -401,14 +401,15 @@ async def _serve(config: Any, host: str, port: int) -> None:
 
 
 def sim_commands(base_url: str, today: date | None = None) -> list[str]:
-    """The dry-run, backfill and status lines to paste against a simulator at ``base_url``."""
+    """The dry-run, backfill, sync and status lines to paste against a simulator at
+    ``base_url``: the backfill takes the last seven final days, the sync adds the fresh ones."""
     end = (today or pacific_today()) - timedelta(days=3)
     start = end - timedelta(days=6)
     gsckit = gsckit_command()
-    backfill = [gsckit, "backfill", DEMO_SITE, "--start", str(start), "--end", str(end),
-                "--db", "sim.duckdb", "--base-url", shlex.quote(base_url),
-                "--token", SIM_TOKEN]
-    return [" ".join([*backfill, "--dry-run"]), " ".join(backfill),
+    target = ["--db", "sim.duckdb", "--base-url", shlex.quote(base_url), "--token", SIM_TOKEN]
+    backfill = [gsckit, "backfill", DEMO_SITE, "--start", str(start), "--end", str(end), *target]
+    sync = [gsckit, "sync", DEMO_SITE, "--start", str(start), *target]
+    return [" ".join([*backfill, "--dry-run"]), " ".join(backfill), " ".join(sync),
             f"{gsckit} status --db sim.duckdb"]
 
 

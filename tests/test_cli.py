@@ -476,9 +476,11 @@ def test_the_lines_gsckit_sim_prints_work_in_a_fresh_shell(tmp_path):
     for line, result in zip(lines, results, strict=True):
         assert result.returncode == 0, (line, result.stderr)
     assert "7 days planned over 1 site(s): 0 already complete, 7 to fetch" in results[0].stdout
-    assert results[1].stdout.startswith("complete: 7 days committed")
-    assert "sc-domain:demo.example" in results[2].stdout
-    assert gsckit.open(tmp_path / "sim.duckdb").days().height == 7
+    assert results[1].stdout.startswith("complete: 7 days committed (7 final)")
+    # the simulator keeps Google's time: the sync adds today and the two days before, fresh
+    assert results[2].stdout.startswith("complete: 3 days committed (3 fresh), 7 already done")
+    assert "sc-domain:demo.example" in results[3].stdout
+    assert gsckit.open(tmp_path / "sim.duckdb").days().height == 10
 
 
 def test_sim_on_a_busy_port_is_one_line_exit_2(capsys):
