@@ -2,8 +2,9 @@
 
 One probe per (site, search type) asks Google for its newest final day (see
 :mod:`gsckit.freshness`), through the run's client: the same limiter, retries and halt rules as
-every page, counted in the report. A backfill whose range ends before the probe's 10-day window
-asks nothing (those days are final). Then :func:`decide` applies
+every page, counted in the report. A backfill asks nothing when its range ends before the
+probe's 10-day window (those days are final) or its days in the window are final in the ledger
+already (a re-run of a finished backfill sends no request). Then :func:`decide` applies
 :func:`gsckit.freshness.plan_stream` to every stream, the same way for a run (:func:`plan_run`)
 and for a dry run, which asks nothing and estimates instead (:func:`preview_streams`).
 """
@@ -63,9 +64,16 @@ class Scope:
         return [(site, search_type, (site, search_type, probe.dimensions_key, probe.filters_key))
                 for site in q.sites for search_type in q.search_types]
 
-    def needs_probe(self) -> bool:
-        """Whether any day concerned may not be final yet (a sync always looks)."""
-        return self.sync or self.hourly or self.query.end > settled_through(self.today)
+    def needs_probe(self, ledger: Mapping[date, LedgerDay]) -> bool:
+        """Whether a stream must ask Google: a sync always does (it needs the newest day with
+        data); a backfill only when a day of its range in the probe's window may be fetched
+        (not yet final in ``ledger``, or forced), so re-running a finished backfill sends
+        nothing."""
+        if self.sync or self.hourly:
+            return True
+        first = max(self.query.start, settled_through(self.today) + timedelta(days=1))
+        days = (first + timedelta(days=n) for n in range((self.query.end - first).days + 1))
+        return any(self.force or day not in ledger or not ledger[day].final for day in days)
 
 
 def decide(scope: Scope, ledgers: Ledgers,
@@ -163,7 +171,7 @@ async def _probe(client: Client, site: str, search_type: str, scope: Scope, emit
 
 
 async def plan_run(scope: Scope, *, client: Client, store: Store, emit: Emit) -> RunPlan:
-    """Probe every (site, search type) that needs it, read the ledger, and decide the run.
+    """Read the ledger, probe every (site, search type) that needs it, and decide the run.
 
     A probe that fails after its retries leaves its recent days unknown (failed: a re-run
     retries them); a load quota that persists stops the site; any other error halts the run.
@@ -173,31 +181,32 @@ async def plan_run(scope: Scope, *, client: Client, store: Store, emit: Emit) ->
     stopped: dict[str, str] = {}
     fatal: list[GsckitError] = []
     before = client.meter.total
-    pairs = list(dict.fromkeys((site, st) for site, st, _ in scope.streams()))
-    if not scope.needs_probe():
-        freshness = {pair: Freshness.settled(scope.today) for pair in pairs}
-    else:
-        async def one(site: str, search_type: str) -> None:
-            try:
-                freshness[(site, search_type)] = await _probe(client, site, search_type, scope,
-                                                              emit)
-            except QuotaExhausted as exc:
-                stopped[site] = str(exc)
-                emit("site_stopped", site=site, error=str(exc), days=0)
-            except GsckitError as exc:
-                if not getattr(exc, "retryable", False):
-                    fatal.append(exc)  # raised below, as the run's halt
-                    return
-                freshness[(site, search_type)] = None
-                errors[(site, search_type)] = str(exc)
-                emit("freshness", site=site, search_type=search_type, error=str(exc))
-
-        async with asyncio.TaskGroup() as group:
-            for site, search_type in pairs:
-                group.create_task(one(site, search_type))
-        if fatal:
-            raise fatal[0]
     ledgers = store.days([stream for _, _, stream in scope.streams()])
+    pairs = list(dict.fromkeys((site, st) for site, st, stream in scope.streams()
+                               if scope.needs_probe(ledgers.get(stream, {}))))
+    for site, search_type, _ in scope.streams():
+        if (site, search_type) not in pairs:
+            freshness[(site, search_type)] = Freshness.settled(scope.today)
+
+    async def one(site: str, search_type: str) -> None:
+        try:
+            freshness[(site, search_type)] = await _probe(client, site, search_type, scope, emit)
+        except QuotaExhausted as exc:
+            stopped[site] = str(exc)
+            emit("site_stopped", site=site, error=str(exc), days=0)
+        except GsckitError as exc:
+            if not getattr(exc, "retryable", False):
+                fatal.append(exc)  # raised below, as the run's halt
+                return
+            freshness[(site, search_type)] = None
+            errors[(site, search_type)] = str(exc)
+            emit("freshness", site=site, search_type=search_type, error=str(exc))
+
+    async with asyncio.TaskGroup() as group:
+        for site, search_type in pairs:
+            group.create_task(one(site, search_type))
+    if fatal:
+        raise fatal[0]
     decided = decide(scope, ledgers, freshness)
     return run_plan(scope, decided, errors=errors, stopped=stopped,
                     probes=client.meter.total - before)
@@ -205,12 +214,14 @@ async def plan_run(scope: Scope, *, client: Client, store: Store, emit: Emit) ->
 
 @dataclass(frozen=True)
 class StreamPreview:
-    """What a dry run expects of one stream: its plan, and the freshness it assumed."""
+    """What a dry run expects of one stream: its plan (with the freshness it assumed: estimated
+    when ``probe``, since a run would ask Google) and its pages per day so far."""
 
     site: str
     search_type: str
     plan: StreamPlan
     pages_per_day: float
+    probe: bool
 
 
 def preview_streams(scope: Scope, database: Database | None) -> list[StreamPreview]:
@@ -224,12 +235,12 @@ def preview_streams(scope: Scope, database: Database | None) -> list[StreamPrevi
         history = {key: pages for key, pages in database.pages_per_day().items()}
     freshness: dict[tuple[str, str], Freshness | None] = {}
     for site, search_type, stream in streams:
-        if scope.needs_probe():
-            freshness[(site, search_type)] = estimate(scope.today,
-                                                      ledgers.get(stream, {}).values())
-        else:
-            freshness[(site, search_type)] = Freshness.settled(scope.today)
-    return [StreamPreview(site, search_type, plan, history.get(stream, 1.0))
+        ledger = ledgers.get(stream, {})
+        freshness[(site, search_type)] = (estimate(scope.today, ledger.values())
+                                          if scope.needs_probe(ledger)
+                                          else Freshness.settled(scope.today))
+    return [StreamPreview(site, search_type, plan, history.get(stream, 1.0),
+                          scope.needs_probe(ledgers.get(stream, {})))
             for site, search_type, stream, plan in decide(scope, ledgers, freshness)]
 
 

@@ -123,9 +123,9 @@ def _preview(scope: Scope, db: str | os.PathLike[str], config: EngineConfig | No
         streams.append({"site": item.site, "search_type": item.search_type,
                         **{reason: _spans(days) for reason, days in by_reason.items()},
                         "not_final_yet": _spans(plan.not_final_yet)})
-        if plan.freshness is not None:
+        if plan.freshness is not None and item.probe:
             newest.append(plan.freshness.newest_final)
-    probes = len({(p.site, p.search_type) for p in previews}) if scope.needs_probe() else 0
+    probes = len({(p.site, p.search_type) for p in previews if p.probe})
     todo = sum(counts.values())
     skipped = sum(len(p.plan.complete) for p in previews)
     not_final = sum(len(p.plan.not_final_yet) for p in previews)
@@ -137,7 +137,7 @@ def _preview(scope: Scope, db: str | os.PathLike[str], config: EngineConfig | No
                    sites=len(scope.query.sites), missing=counts[MISSING], fresh=counts[FRESH],
                    recheck=counts[RECHECK], forced=counts[FORCE], not_final_yet=not_final,
                    probes=probes, newest_final=str(min(newest)) if newest else None,
-                   estimated=scope.needs_probe(), streams=tuple(streams))
+                   estimated=probes > 0, streams=tuple(streams))
 
 
 def preview(

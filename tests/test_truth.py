@@ -149,6 +149,10 @@ async def test_a_final_backfill_over_fresh_days_commits_them_only_once_final(mak
     assert (again.done, again.final_days, again.skipped, again.not_final_yet) == (3, 3, 4, 0)
     assert ledger(db)["data_state"].to_list() == ["final"] * 7
     assert all(holds_final(db, sim, day) for day in days)
+    sim.reset_stats()
+    assert (await backfill(sim, db, days[0], days[-1])).requests == 0, (
+        "a finished backfill asks nothing, not even for the newest final day")
+    assert not sim.request_log
     # no day was ever recorded as final with fewer rows than its final truth
     done = [json.loads(line) for line in audit.read_text().splitlines()
             if '"slice_done"' in line]
