@@ -257,6 +257,13 @@ class Engine:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gsckit-writer")
 
     @property
+    def _planned_days(self) -> int:
+        """Days the run accounts for: to fetch, already done, and those planning failed or
+        stopped (days not final yet are counted apart)."""
+        return (len(self._slices) + self._skipped + len(self._plan.failures)
+                + self._plan.stopped)
+
+    @property
     def queue_depth(self) -> int:
         return self._queue.qsize()
 
@@ -273,8 +280,8 @@ class Engine:
         try:
             if self._prepare is not None:
                 await self._planned(self._prepare)
-            self._emit("run_start", run_id=self.run_id,
-                       slices=len(self._slices) + self._skipped, skipped=self._skipped,
+            self._emit("run_start", run_id=self.run_id, slices=self._planned_days,
+                       skipped=self._skipped,
                        todo=len(self._slices), not_final_yet=self._plan.not_final_yet,
                        max_concurrency=self.config.max_concurrency,
                        qpm=self.config.qpm, qpm_window_s=self.config.qpm_window_s)
@@ -318,7 +325,7 @@ class Engine:
 
     def _report(self, started: float, halt: _Halt | None, halt_s: float | None) -> Report:
         return Report(
-            run_id=self.run_id, slices=len(self._slices) + self._skipped, skipped=self._skipped,
+            run_id=self.run_id, slices=self._planned_days, skipped=self._skipped,
             done=self._done, failed=self._failed, rows=self._rows,
             requests=self.client.meter.total, retries=self.client.retries,
             duplicates=self._duplicates, wall_s=round(time.perf_counter() - started, 3),

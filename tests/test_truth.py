@@ -318,6 +318,17 @@ async def test_a_probe_refused_for_permission_halts_before_anything_is_written(m
     assert gsckit.open(db).days().height == 0
 
 
+async def test_a_load_quota_that_persists_at_the_probe_stops_the_site(make_sim, db):
+    sim = await make_sim(**GOOGLE, load_quota_sites=frozenset({SITE}))
+    config = EngineConfig(retry=RetryPolicy(quota_pause_s=0.05))
+    report = await sync(sim, db, start=sim.today - timedelta(days=2), config=config)
+    # paused once, asked once more after the pause, then stopped: nothing fetched or written
+    assert len(sim.request_log) == 2 and set(report.stopped_sites) == {SITE}
+    assert not report.ok and report.done == 0 and report.stopped > 0
+    assert report.slices == report.stopped
+    assert gsckit.open(db).days().height == 0
+
+
 # --- hourly ---------------------------------------------------------------------------------
 
 def hourly(db: Path, day: date) -> pl.DataFrame:
