@@ -31,7 +31,7 @@ from .freshness import (
     settled_through,
     sync_start,
 )
-from .planner import HOURLY_DAYS, Query, Slice, earliest_day
+from .planner import Query, Slice, earliest_day
 from .store import FRESH, Database, LedgerDay, Store, Stream
 from .store.writer import DayRecord
 
@@ -59,9 +59,9 @@ class Scope:
     def streams(self) -> list[tuple[str, str, Stream]]:
         """(site, search type, stream key) of every stream, sites interleaved."""
         q = self.query
-        probe = Slice(q.sites[0], q.search_types[0], q.dimensions, q.filters, q.data_state,
+        first = Slice(q.sites[0], q.search_types[0], q.dimensions, q.filters, q.data_state,
                       q.start)
-        return [(site, search_type, (site, search_type, probe.dimensions_key, probe.filters_key))
+        return [(site, search_type, (site, search_type, first.dimensions_key, first.filters_key))
                 for site in q.sites for search_type in q.search_types]
 
     def needs_probe(self, ledger: Mapping[date, LedgerDay]) -> bool:
@@ -105,11 +105,12 @@ def decide(scope: Scope, ledgers: Ledgers,
 
 
 def run_plan(scope: Scope, decided: Sequence[tuple[str, str, Stream, StreamPlan]], *,
-             errors: Mapping[tuple[str, str], str] = {},
-             stopped: Mapping[str, str] = {}, probes: int = 0) -> RunPlan:
+             errors: Mapping[tuple[str, str], str] | None = None,
+             stopped: Mapping[str, str] | None = None, probes: int = 0) -> RunPlan:
     """The engine's :class:`RunPlan`: slices oldest day first with sites interleaved, how each
     day is recorded, and the days skipped, not final yet, failed or stopped."""
     q = scope.query
+    errors, stopped = errors or {}, stopped or {}
     order = {(site, search_type): n for n, (site, search_type, _) in enumerate(scope.streams())}
     tasks = []
     skipped = not_final = stopped_days = 0
@@ -243,7 +244,3 @@ def preview_streams(scope: Scope, database: Database | None) -> list[StreamPrevi
                           scope.needs_probe(ledgers.get(stream, {})))
             for site, search_type, stream, plan in decide(scope, ledgers, freshness)]
 
-
-def hourly_start(today: date) -> date:
-    """The oldest day hourly data covers (Google keeps it for 10 days)."""
-    return today - timedelta(days=HOURLY_DAYS)
