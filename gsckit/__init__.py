@@ -1,6 +1,7 @@
 """gsckit: fast, quota-safe, crash-safe Google Search Console backfills into DuckDB.
 
     report = await gsckit.backfill_async("sc-domain:example.com", "2026-06-01", "2026-06-30")
+    report = await gsckit.sync_async("sc-domain:example.com")   # daily: what changed since
     frame = gsckit.open("gsc.duckdb").frame(site="sc-domain:example.com")
 """
 
@@ -40,7 +41,16 @@ from .events import AuditLog, Event
 from .export import ExportReport
 from .jobs import Job, JobProgress, start
 from .planner import Filter, HorizonWarning, Query, Slice, make_query, plan
-from .runner import Preview, backfill, backfill_async, preview, run_sync
+from .runner import (
+    Preview,
+    backfill,
+    backfill_async,
+    preview,
+    preview_sync,
+    run_sync,
+    sync,
+    sync_async,
+)
 from .sites import sites, sites_async
 from .store import DEFAULT_WAIT_S as _DEFAULT_WAIT_S
 from .store import Database
@@ -112,10 +122,13 @@ __all__ = [
     "open",
     "plan",
     "preview",
+    "preview_sync",
     "run_sync",
     "sites",
     "sites_async",
     "start",
+    "sync",
+    "sync_async",
 ]
 
 for _name in __all__:

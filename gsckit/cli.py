@@ -40,7 +40,14 @@ from .planner import (
     HorizonWarning,
     pacific_today,
 )
-from .runner import backfill_async, preview
+from .runner import (
+    DEFAULT_LOOKBACK_DAYS,
+    Preview,
+    backfill_async,
+    preview,
+    preview_sync,
+    sync_async,
+)
 from .store import Database
 
 DEMO_SITE = "sc-domain:demo.example"
@@ -116,14 +123,17 @@ def add_range_options(parser: argparse.ArgumentParser) -> None:
                        "required)")
 
 
-def add_query_options(parser: argparse.ArgumentParser) -> None:
+def add_query_options(parser: argparse.ArgumentParser, data_state: str = "final") -> None:
     """What a stream is: --dimensions, --search-type, --data-state, --filter."""
     group = parser.add_argument_group("what to fetch")
     group.add_argument("--dimensions", default=",".join(DEFAULT_DIMENSIONS),
                        help=f"comma-separated, from {','.join(DIMENSIONS)}")
     group.add_argument("--search-type", default="web",
                        help=f"comma-separated, from {', '.join(SEARCH_TYPES)}")
-    group.add_argument("--data-state", default="final", help=f"one of {', '.join(DATA_STATES)}")
+    group.add_argument("--data-state", default=data_state, help=f"one of {', '.join(DATA_STATES)}"
+                       ": final days only (later days are not final yet and left alone), or fresh "
+                       "data too (committed as fresh, replaced by the final figures later); "
+                       "hourly_all with the hour dimension")
     group.add_argument("--filter", action="append", default=[], metavar="'DIM OP VALUE'",
                        help="e.g. 'page contains /blog/'; repeatable, all must match "
                        "(default: no filter)")
@@ -208,10 +218,10 @@ def _add_backfill(commands: Any) -> None:
 def _backfill(args: argparse.Namespace) -> int:
     config = engine_config(args)
     if args.dry_run:
-        plan = preview(args.site, args.start, args.end, dimensions=args.dimensions,
-                       search_type=args.search_type, data_state=args.data_state,
-                       filters=args.filter, db=args.db, config=config, force=args.force)
-        print(json.dumps(dataclasses.asdict(plan)) if args.json else plan.summary())
+        _print_preview(preview(args.site, args.start, args.end, dimensions=args.dimensions,
+                               search_type=args.search_type, data_state=args.data_state,
+                               filters=args.filter, db=args.db, config=config,
+                               force=args.force), args.json)
         return EXIT_OK
     report = signals.run(backfill_async(
         args.site, args.start, args.end, dimensions=args.dimensions,
@@ -227,7 +237,61 @@ def _summary(report: Report) -> dict[str, Any]:
             "slices": report.slices, "done": report.done, "skipped": report.skipped,
             "failed": report.failed, "wall_s": report.wall_s, "peak_qpm": report.peak_qpm,
             "halted": report.halted, "error": report.error, "stopped": report.stopped,
-            "stopped_sites": dict(report.stopped_sites), "rate_limited": report.rate_limited}
+            "stopped_sites": dict(report.stopped_sites), "rate_limited": report.rate_limited,
+            "fresh_days": report.fresh_days, "final_days": report.final_days,
+            "promoted": report.promoted, "not_final_yet": report.not_final_yet,
+            "kept": report.kept, "probes": report.probes}
+
+
+def _print_preview(plan: Preview, as_json: bool) -> None:
+    print(json.dumps(dataclasses.asdict(plan), default=str) if as_json else plan.summary())
+
+
+# --- sync -------------------------------------------------------------------------------------
+
+def _add_sync(commands: Any) -> None:
+    run = _command(commands, "sync", summary="bring a database up to date (the daily job)",
+                   description="Per stream, ask Google for its newest final day (one request), "
+                   "then fetch every missing day from --start (default: the day after the "
+                   "stream's last final day; a new stream: 16 months back) through the newest "
+                   "day with data, fetch every fresh day again, promote fresh days that became "
+                   "final, and re-check recent final days once. Two syncs in a row send only "
+                   "what fresh days need.")
+    add_site_argument(run)
+    run.add_argument("--start", help="first day, YYYY-MM-DD (default: the day after each "
+                     "stream's last final day; a new stream: 16 months back)")
+    add_query_options(run, data_state="all")
+    run.add_argument("--lookback-days", type=int, default=DEFAULT_LOOKBACK_DAYS, metavar="N",
+                     help="final days among the newest N final days are fetched once more, in "
+                     "the first sync after Google's newest final day moved on (0: never)")
+    add_db_option(run)
+    add_engine_options(run)
+    add_auth_options(run)
+    add_run_output_options(run)
+    run.add_argument("--no-preflight", action="store_true", help="skip the sites.list check "
+                     "that every site is readable before the first data request")
+    run.add_argument("--dry-run", action="store_true", help="print what a sync would fetch "
+                     "and why (missing, fresh, re-check) from the ledger and the date; send "
+                     "and write nothing (Google's newest final day is estimated)")
+    run.set_defaults(handler=_sync)
+
+
+def _sync(args: argparse.Namespace) -> int:
+    config = engine_config(args)
+    if args.dry_run:
+        _print_preview(preview_sync(
+            args.site, start=args.start, dimensions=args.dimensions,
+            search_type=args.search_type, data_state=args.data_state, filters=args.filter,
+            lookback_days=args.lookback_days, db=args.db, config=config), args.json)
+        return EXIT_OK
+    report = signals.run(sync_async(
+        args.site, start=args.start, dimensions=args.dimensions,
+        search_type=args.search_type, data_state=args.data_state, filters=args.filter,
+        lookback_days=args.lookback_days, db=args.db, config=config,
+        preflight=not args.no_preflight, **credential_kwargs(args), audit_log=args.audit_log,
+        progress=not args.no_progress and "auto"))
+    print(json.dumps(_summary(report)) if args.json else report.summary())
+    return EXIT_OK if report.ok else EXIT_INCOMPLETE
 
 
 # --- status -----------------------------------------------------------------------------------
@@ -337,14 +401,15 @@ async def _serve(config: Any, host: str, port: int) -> None:
 
 
 def sim_commands(base_url: str, today: date | None = None) -> list[str]:
-    """The dry-run, backfill and status lines to paste against a simulator at ``base_url``."""
+    """The dry-run, backfill, sync and status lines to paste against a simulator at
+    ``base_url``: the backfill takes the last seven final days, the sync adds the fresh ones."""
     end = (today or pacific_today()) - timedelta(days=3)
     start = end - timedelta(days=6)
     gsckit = gsckit_command()
-    backfill = [gsckit, "backfill", DEMO_SITE, "--start", str(start), "--end", str(end),
-                "--db", "sim.duckdb", "--base-url", shlex.quote(base_url),
-                "--token", SIM_TOKEN]
-    return [" ".join([*backfill, "--dry-run"]), " ".join(backfill),
+    target = ["--db", "sim.duckdb", "--base-url", shlex.quote(base_url), "--token", SIM_TOKEN]
+    backfill = [gsckit, "backfill", DEMO_SITE, "--start", str(start), "--end", str(end), *target]
+    sync = [gsckit, "sync", DEMO_SITE, "--start", str(start), *target]
+    return [" ".join([*backfill, "--dry-run"]), " ".join(backfill), " ".join(sync),
             f"{gsckit} status --db sim.duckdb"]
 
 
@@ -477,8 +542,8 @@ def _print_commands(header: str, lines: list[str]) -> None:
 
 # --- entry point ------------------------------------------------------------------------------
 
-COMMANDS: tuple[Callable[[Any], None], ...] = (_add_backfill, _add_status, _add_sim, _add_demo,
-                                               add_connect_commands, _add_export)
+COMMANDS: tuple[Callable[[Any], None], ...] = (_add_backfill, _add_sync, _add_status, _add_sim,
+                                               _add_demo, add_connect_commands, _add_export)
 
 
 def build_parser() -> argparse.ArgumentParser:

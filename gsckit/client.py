@@ -30,8 +30,10 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import date
 from email.utils import parsedate_to_datetime
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import aiohttp
@@ -61,6 +63,7 @@ from .ratelimit import SlidingWindowLimiter
 QUOTA_REASONS = frozenset({"rateLimitExceeded", "userRateLimitExceeded", "quotaExceeded",
                            "dailyLimitExceeded", "RESOURCE_EXHAUSTED"})
 Emit = Callable[..., None]
+T = TypeVar("T")
 
 
 class QuotaExhausted(RateLimited):
@@ -299,37 +302,55 @@ class Client:
 
         Raises :class:`SitePaused` (never sleeps) while the site is paused for the load quota.
         """
+        frame, attempts = await self.send(
+            piece.site, piece.body(start_row, self.config.row_limit),
+            partial(parse_page, dimensions=piece.dimensions),
+            day=piece.day, search_type=piece.search_type, start_row=start_row)
+        return Page(frame, attempts)
+
+    async def send(self, site: str, body: dict[str, Any], parse: Callable[[bytes], T], *,
+                   day: date, search_type: str, start_row: int = 0, kind: str = "page"
+                   ) -> tuple[T, int]:
+        """Send one query ``body`` for ``site`` under the limiter, retrying what can be retried,
+        and return ``parse(answer bytes)`` (run off the event loop) and the attempts it took.
+
+        ``day``, ``search_type``, ``start_row`` and ``kind`` (``page`` or ``probe``) describe
+        the request in its events (a probe's carry ``request: "probe"``). Raises
+        :class:`SitePaused` (never sleeps) while the site is paused for the load quota, and what
+        cannot be retried.
+        """
         if self._session is None:
             raise RuntimeError("use the Client inside 'async with'")
         policy = self.config.retry
-        body = piece.body(start_row, self.config.row_limit)
+        where = {"site": site, "day": day, "search_type": search_type, "start_row": start_row,
+                 **({} if kind == "page" else {"request": kind})}
         loop = asyncio.get_running_loop()
         attempt = 0
         refreshed = False
         while True:
             attempt += 1
-            self._check_pause(piece.site)
-            creds = self.pool.pick(piece.site)
-            keys = limiter_keys(piece.site, creds)
+            self._check_pause(site)
+            creds = self.pool.pick(site)
+            keys = limiter_keys(site, creds)
             self.pool.begin(creds)
             try:
                 await self.limiter.acquire(keys)
-                self._check_pause(piece.site)  # the pause may have begun while waiting
+                self._check_pause(site)  # the pause may have begun while waiting
                 granted = self.limiter.now()
                 started = loop.time()
                 self.meter.note(started)
                 try:
-                    page = await self._attempt(piece, body, creds)
+                    result, rows = await self._attempt(site, body, creds, parse)
                 except GsckitError as exc:
                     error = exc
                 else:
-                    self._log(piece, start_row, attempt, started, 200, page.height, "")
-                    return Page(page, attempt)
+                    self._log(where, attempt, started, 200, rows, "")
+                    return result, attempt
             finally:
                 self.pool.end(creds)
             status = error.status if isinstance(error, ApiError) else "error"
-            self._log(piece, start_row, attempt, started, status, 0, _reason(error))
-            if self._reroute(piece.site, creds, error):
+            self._log(where, attempt, started, status, 0, _reason(error))
+            if self._reroute(site, creds, error):
                 attempt -= 1
                 continue
             if isinstance(error, Unauthorized) and not refreshed:
@@ -339,24 +360,24 @@ class Client:
                 continue
             if isinstance(error, RateLimited):
                 if error.load_quota:
-                    raise self._load_quota(piece.site, started, error)
-                self._slow_down(piece, keys, error, granted)
+                    raise self._load_quota(site, started, error)
+                self._slow_down(site, keys, error, granted)
             if not getattr(error, "retryable", False) or attempt >= policy.max_attempts:
                 raise error
             delay = self._backoff(attempt, getattr(error, "retry_after", None))
             self.retries += 1
-            self._emit("retry", site=piece.site, day=piece.day, start_row=start_row,
+            self._emit("retry", site=site, day=day, start_row=start_row,
                        attempt=attempt, delay_s=round(delay, 3), error=_reason(error))
             await asyncio.sleep(delay)
 
-    def _slow_down(self, piece: Slice, keys: tuple[LimiterKey, LimiterKey], error: RateLimited,
+    def _slow_down(self, site: str, keys: tuple[LimiterKey, LimiterKey], error: RateLimited,
                    granted: float) -> None:
         """Lower the rate of the keys a rate-limit answer concerns (the user's alone for
         ``userRateLimitExceeded``, else the site's and the user's: Google does not say which)."""
         self.rate_limited += 1
         concerned = keys[1:] if error.reason == "userRateLimitExceeded" else keys
         if self.limiter.slow_down(concerned, since=granted):
-            self._emit("slowdown", site=piece.site, reason=_reason(error),
+            self._emit("slowdown", site=site, reason=_reason(error),
                        limit=self.limiter.limit_of(keys[0]),
                        credential_limit=self.limiter.limit_of(keys[1]),
                        window_s=self.limiter.window_s)
@@ -393,24 +414,26 @@ class Client:
             return True
         return False
 
-    async def _attempt(self, piece: Slice, body: dict[str, Any],
-                       creds: Credentials) -> pl.DataFrame:
+    async def _attempt(self, site: str, body: dict[str, Any], creds: Credentials,
+                       parse: Callable[[bytes], T]) -> tuple[T, int]:
+        """One HTTP attempt: the parsed answer and its row count, or the classified error."""
         assert self._session is not None
         token = await creds.token()
         headers = {"Authorization": f"Bearer {token}"}
         try:
-            async with self._session.post(self.url(piece.site), json=body, headers=headers,
+            async with self._session.post(self.url(site), json=body, headers=headers,
                                           allow_redirects=False) as resp:
                 payload = await resp.read()
                 status = resp.status
                 if status != 200:
-                    raise classify(status, resp.headers, payload, piece.site)
+                    raise classify(status, resp.headers, payload, site)
         except aiohttp.ClientError as exc:
             raise TransportError(f"{type(exc).__name__} talking to the API") from None
         except TimeoutError:
             raise TransportError("the API did not answer in time") from None
-        return await asyncio.get_running_loop().run_in_executor(
-            self._parser, parse_page, payload, piece.dimensions)
+        result = await asyncio.get_running_loop().run_in_executor(self._parser, parse, payload)
+        rows = result.height if isinstance(result, pl.DataFrame) else getattr(result, "rows", 0)
+        return result, rows
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         policy = self.config.retry
@@ -418,11 +441,10 @@ class Client:
             return min(retry_after, policy.max_backoff_s)
         return self._rng.uniform(0, min(policy.max_backoff_s, policy.base_s * 2 ** (attempt - 1)))
 
-    def _log(self, piece: Slice, start_row: int, attempt: int, started: float,
-             status: int | str, rows: int, error: str) -> None:
+    def _log(self, where: dict[str, Any], attempt: int, started: float, status: int | str,
+             rows: int, error: str) -> None:
         latency = (asyncio.get_running_loop().time() - started) * 1000
-        self._emit("request", site=piece.site, day=piece.day, search_type=piece.search_type,
-                   start_row=start_row, status=status, rows=rows, attempt=attempt,
+        self._emit("request", **where, status=status, rows=rows, attempt=attempt,
                    latency_ms=round(latency, 1), **({"error": error} if error else {}))
 
 

@@ -52,7 +52,8 @@ from .errors import (
     StoreError,
 )
 from .planner import Slice
-from .store import Commit, Staged, Store
+from .store import FINAL, KEPT, PROMOTED, Commit, Staged, Store
+from .store.writer import DayRecord
 
 _CONTINUE, _NEW = 0, 1
 # DuckDB's row-group size: the writer hands ready days to the store in groups up to it (and
@@ -64,10 +65,17 @@ _IDLE_CHECK_S = 0.05
 
 @dataclass(frozen=True)
 class Report:
-    """What a backfill did. ``ok`` is true when every planned day is committed.
+    """What a backfill or a sync did. ``ok`` is true when every planned day is committed.
 
     ``stopped_sites`` maps each site that stopped (its load quota persisted after a pause) to
     the reason; ``stopped`` counts the days that were not fetched because of it.
+
+    Of the ``done`` days, ``final_days`` were committed with Google's final data (``promoted``
+    of them replaced fresh data), ``fresh_days`` with fresh (partial) data, and ``kept`` answers
+    were refused by the store (final rows are never replaced by fresh or empty answers).
+    ``not_final_yet`` counts the days after Google's newest final day that a ``final`` run left
+    alone (nothing asked, nothing written); ``probes`` the requests (of ``requests``) that asked
+    Google for its newest final day.
     """
 
     run_id: str
@@ -91,6 +99,12 @@ class Report:
     stopped: int = 0
     stopped_sites: Mapping[str, str] = field(default_factory=dict)
     rate_limited: int = 0
+    fresh_days: int = 0
+    final_days: int = 0
+    promoted: int = 0
+    not_final_yet: int = 0
+    kept: int = 0
+    probes: int = 0
 
     @property
     def ok(self) -> bool:
@@ -106,10 +120,16 @@ class Report:
     def summary(self) -> str:
         """A one-paragraph human summary."""
         state = "halted" if self.halted else ("complete" if self.ok else "incomplete")
-        text = (f"{state}: {self.done} days committed, {self.skipped} already done, "
-                f"{self.failed} failed; {self.rows:,} rows from {self.requests} requests "
-                f"({self.retries} retries) in {self.wall_s:.1f} s; peak {self.peak_qpm} "
-                f"requests in any rate window")
+        promoted = f" ({self.promoted} promoted from fresh)" if self.promoted else ""
+        states = [f"{count} {what}" for count, what in (
+            (self.final_days, f"final{promoted}"), (self.fresh_days, "fresh"),
+            (self.kept, "kept as they were")) if count]
+        text = (f"{state}: {self.done} days committed"
+                f"{' (' + '; '.join(states) + ')' if states else ''}, {self.skipped} already "
+                f"done, {self.failed} failed"
+                f"{f', {self.not_final_yet} not final yet' if self.not_final_yet else ''}; "
+                f"{self.rows:,} rows from {self.requests} requests ({self.retries} retries) in "
+                f"{self.wall_s:.1f} s; peak {self.peak_qpm} requests in any rate window")
         if self.rate_limited:
             text += f"; {self.rate_limited} rate-limit answers slowed the rate down"
         for site, reason in self.stopped_sites.items():
@@ -121,6 +141,27 @@ class Report:
         for note in self.credentials:
             text += f"\ncredentials: {note}"
         return text
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What a run fetches, decided before its first page request (see :mod:`gsckit.dayplan`).
+
+    ``slices`` in the order to start them; ``records`` how each fetched day is recorded (by slice
+    key; a missing key: ``final`` for a ``final`` request, else ``fresh``); ``skipped`` days
+    already complete; ``not_final_yet`` days left alone by a ``final`` run; ``failures`` days that
+    could not be planned (counted as failed); ``stopped_sites`` and ``stopped`` sites whose load
+    quota persisted while planning, and their days; ``probes`` the requests planning sent.
+    """
+
+    slices: Sequence[Slice]
+    records: Mapping[str, DayRecord] = field(default_factory=dict)
+    skipped: int = 0
+    not_final_yet: int = 0
+    failures: Sequence[str] = ()
+    stopped_sites: Mapping[str, str] = field(default_factory=dict)
+    stopped: int = 0
+    probes: int = 0
 
 
 @dataclass(eq=False)
@@ -165,16 +206,24 @@ def _internal(role: str, exc: BaseException) -> InternalError:
 
 
 class Engine:
-    """Runs a list of slices to completion (or halt) with one client and one store."""
+    """Runs a list of slices to completion (or halt) with one client and one store.
 
-    def __init__(self, slices: Sequence[Slice], *, config: EngineConfig, client: Client,
-                 store: Store, emit: Emit, skipped: int = 0, run_id: str | None = None) -> None:
+    ``prepare``, when given, is awaited first and returns the :class:`RunPlan` (it may send
+    requests through the client: they count in the report, and an unrecoverable error halts the
+    run like any other); otherwise the plan is ``slices`` with ``skipped`` days already done.
+    """
+
+    def __init__(self, slices: Sequence[Slice] = (), *, config: EngineConfig, client: Client,
+                 store: Store, emit: Emit, skipped: int = 0, run_id: str | None = None,
+                 prepare: Callable[[], Awaitable[RunPlan]] | None = None) -> None:
         self.config = config
         self.client = client
         self.store = store
         self.run_id = run_id or uuid.uuid4().hex[:12]
         self._emit = emit
-        self._slices = list(dict.fromkeys(slices))
+        self._prepare = prepare
+        self._plan = RunPlan(list(dict.fromkeys(slices)), skipped=skipped)
+        self._slices = list(self._plan.slices)
         self._skipped = skipped
         self._queue: asyncio.PriorityQueue[tuple[int, int, _SliceState, int]] = (
             asyncio.PriorityQueue(maxsize=config.queue_size))
@@ -204,9 +253,17 @@ class Engine:
         self.max_queue = 0
         self.max_unpersisted_pages = 0
         self._done = self._failed = self._stopped_days = self._rows = self._duplicates = 0
+        self._fresh = self._final = self._promoted = self._kept = 0
         self._failures: list[str] = []
         self._committing: tuple[list[_SliceState], Future[list[Commit]]] | None = None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gsckit-writer")
+
+    @property
+    def _planned_days(self) -> int:
+        """Days the run accounts for: to fetch, already done, and those planning failed or
+        stopped (days not final yet are counted apart)."""
+        return (len(self._slices) + self._skipped + len(self._plan.failures)
+                + self._plan.stopped)
 
     @property
     def queue_depth(self) -> int:
@@ -223,9 +280,12 @@ class Engine:
         halt: _Halt | None = None
         halt_s: float | None = None
         try:
-            self._emit("run_start", run_id=self.run_id,
-                       slices=len(self._slices) + self._skipped, skipped=self._skipped,
-                       todo=len(self._slices), max_concurrency=self.config.max_concurrency,
+            if self._prepare is not None:
+                await self._planned(self._prepare)
+            self._emit("run_start", run_id=self.run_id, slices=self._planned_days,
+                       skipped=self._skipped,
+                       todo=len(self._slices), not_final_yet=self._plan.not_final_yet,
+                       max_concurrency=self.config.max_concurrency,
                        qpm=self.config.qpm, qpm_window_s=self.config.qpm_window_s)
             async with asyncio.TaskGroup() as group:
                 jobs: list[tuple[str, Callable[[], Awaitable[None]]]] = [
@@ -267,7 +327,7 @@ class Engine:
 
     def _report(self, started: float, halt: _Halt | None, halt_s: float | None) -> Report:
         return Report(
-            run_id=self.run_id, slices=len(self._slices) + self._skipped, skipped=self._skipped,
+            run_id=self.run_id, slices=self._planned_days, skipped=self._skipped,
             done=self._done, failed=self._failed, rows=self._rows,
             requests=self.client.meter.total, retries=self.client.retries,
             duplicates=self._duplicates, wall_s=round(time.perf_counter() - started, 3),
@@ -277,7 +337,37 @@ class Engine:
             halt_s=round(halt_s, 4) if halt_s is not None else None,
             failures=tuple(self._failures), credentials=tuple(self.client.pool.notes),
             stopped=self._stopped_days, stopped_sites=dict(self._stopped),
-            rate_limited=self.client.rate_limited)
+            rate_limited=self.client.rate_limited, fresh_days=self._fresh,
+            final_days=self._final, promoted=self._promoted,
+            not_final_yet=self._plan.not_final_yet, kept=self._kept, probes=self._plan.probes)
+
+    async def _planned(self, prepare: Callable[[], Awaitable[RunPlan]]) -> None:
+        """Await the plan, then take it on; an error that cannot be retried halts the run."""
+        try:
+            plan = await prepare()
+        except (_Halt, asyncio.CancelledError):
+            raise
+        except GsckitError as exc:
+            self._halted.set()
+            with contextlib.suppress(AuditLogError):
+                self._emit("halt", error=str(exc))
+            raise _Halt(exc) from None
+        except Exception as exc:
+            self._halted.set()
+            error = _internal("planner", exc)
+            with contextlib.suppress(AuditLogError):
+                self._emit("halt", error=str(error), traceback="".join(
+                    traceback.format_exception(exc)))
+            raise _Halt(error) from None
+        self._plan = plan
+        self._slices = list(dict.fromkeys(plan.slices))
+        self._skipped = plan.skipped
+        self._backlog = deque(enumerate(self._slices))
+        self._remaining = len(self._slices)
+        self._failed += len(plan.failures)
+        self._failures += list(plan.failures)
+        self._stopped.update(plan.stopped_sites)
+        self._stopped_days += plan.stopped
 
     async def _guard(self, role: str, job: Callable[[], Awaitable[None]]) -> None:
         """Run one engine task; anything unexpected that escapes it halts the run."""
@@ -614,6 +704,14 @@ class Engine:
         self._done += 1
         self._rows += result.rows
         self._duplicates += result.duplicates
+        if result.outcome == KEPT:
+            self._kept += 1
+        elif result.state == FINAL:
+            self._final += 1
+            if result.outcome == PROMOTED:
+                self._promoted += 1
+        else:
+            self._fresh += 1
         piece = state.piece
         self._open.pop(piece.key, None)
         pages = len(state.pages)
@@ -621,7 +719,7 @@ class Engine:
         self._release(pages)
         self._emit("slice_done", site=piece.site, day=piece.day, search_type=piece.search_type,
                    rows=result.rows, pages=pages, requests=state.requests,
-                   duplicates=result.duplicates)
+                   duplicates=result.duplicates, state=result.state, outcome=result.outcome)
         self._finished_one()
 
     def _commit(self, group: list[_SliceState]) -> list[Commit]:
@@ -631,7 +729,13 @@ class Engine:
             frames = [state.pages[s] for s in sorted(state.pages) if s <= state.end]
             frame = pl.concat(frames, how="vertical", rechunk=False) if len(frames) > 1 else (
                 frames[0])
-            staged.append(Staged(state.piece, frame, len(frames), state.requests))
+            record = self._plan.records.get(state.piece.key)
+            if record is None:
+                staged.append(Staged(state.piece, frame, len(frames), state.requests))
+            else:
+                staged.append(Staged(state.piece, frame, len(frames), state.requests,
+                                     record.state, record.reason, record.first_incomplete,
+                                     record.newest_final))
         return self.store.commit_slices(staged, run_id=self.run_id)
 
     # the gauge ----------------------------------------------------------------------------------

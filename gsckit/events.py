@@ -23,8 +23,8 @@ from typing import Any, TextIO
 from .config import check_writable
 from .errors import AuditLogError, ConfigError
 
-EVENT_KINDS = ("run_start", "request", "retry", "slowdown", "pause", "resume", "site_stopped",
-               "slice_done", "slice_failed", "qpm", "halt", "run_end")
+EVENT_KINDS = ("freshness", "run_start", "request", "retry", "slowdown", "pause", "resume",
+               "site_stopped", "slice_done", "slice_failed", "qpm", "halt", "run_end")
 
 
 @dataclass(frozen=True, slots=True)

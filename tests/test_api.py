@@ -17,7 +17,7 @@ from .conftest import SITE, TOKEN, day_range
 def test_all_is_sorted_complete_and_reports_the_gsckit_module():
     public = {n for n in dir(gsckit) if not n.startswith("_")} - {
         "annotations", "auth", "cli", "cli_connect", "client", "config", "coordinator", "errors",
-        "events", "jobs",
+        "events", "jobs", "dayplan", "freshness",
         "parse", "planner", "progress", "ratelimit", "runner", "store", "version",
         "PackageNotFoundError", "sim", "signals", "export"}
     assert gsckit.__all__ == sorted(gsckit.__all__)

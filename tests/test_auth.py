@@ -103,7 +103,7 @@ async def test_a_token_the_server_expired_gets_one_refresh_and_one_retry(make_si
                                                                          tmp_path):
     sim = await make_sim(rows_per_day=100)
     creds = from_file(service_account(sim, rsa_keys, tmp_path))
-    days = day_range(12, 4)
+    days = day_range(20, 4)  # older than the 10 days whose freshness a run asks Google first
     first = await run(sim, db, days[0], days[1], token=creds, max_concurrency=1)
     assert first.ok and sim.oauth.token_requests == 1
     sim.oauth.advance(3_600)  # the server's clock says the token is dead; google-auth does not

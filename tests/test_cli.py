@@ -476,9 +476,11 @@ def test_the_lines_gsckit_sim_prints_work_in_a_fresh_shell(tmp_path):
     for line, result in zip(lines, results, strict=True):
         assert result.returncode == 0, (line, result.stderr)
     assert "7 days planned over 1 site(s): 0 already complete, 7 to fetch" in results[0].stdout
-    assert results[1].stdout.startswith("complete: 7 days committed")
-    assert "sc-domain:demo.example" in results[2].stdout
-    assert gsckit.open(tmp_path / "sim.duckdb").days().height == 7
+    assert results[1].stdout.startswith("complete: 7 days committed (7 final)")
+    # the simulator keeps Google's time: the sync adds today and the two days before, fresh
+    assert results[2].stdout.startswith("complete: 3 days committed (3 fresh), 7 already done")
+    assert "sc-domain:demo.example" in results[3].stdout
+    assert gsckit.open(tmp_path / "sim.duckdb").days().height == 10
 
 
 def test_sim_on_a_busy_port_is_one_line_exit_2(capsys):
@@ -540,8 +542,13 @@ def test_dry_run_needs_no_credentials_and_writes_nothing(thread_sim, tmp_path, c
     code, out, err = cli(capsys, "backfill", SITE, "--start", days[0], "--end", days[-1],
                          "--db", db, "--dry-run", "--json")
     assert code == 0 and err == ""
-    assert json.loads(out) == {"slices": 5, "skipped": 0, "todo": 5, "requests": 5,
-                               "min_seconds": 0.3, "sites": 1}
+    plan = json.loads(out)
+    assert {key: plan[key] for key in ("slices", "skipped", "todo", "requests", "min_seconds",
+                                       "sites", "missing", "probes", "estimated")} == {
+        "slices": 5, "skipped": 0, "todo": 5, "requests": 5, "min_seconds": 0.3, "sites": 1,
+        "missing": 5, "probes": 0, "estimated": False}
+    assert plan["streams"] == [{"site": SITE, "search_type": "web", "not_final_yet": [],
+                                "missing": [f"{days[0]}..{days[-1]}"]}]
     assert not db.exists()
 
 

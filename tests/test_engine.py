@@ -91,18 +91,6 @@ async def test_upstream_revision_leaves_no_stale_rows(make_sim, db):
     assert duplicate_keys(db) == 0
 
 
-async def test_final_data_replaces_fresh_data_for_the_same_day(make_sim, db):
-    sim = await make_sim(rows_per_day=1_000)
-    [day] = day_range(4, 1)
-    await run(sim, db, day, day, data_state="all")
-    sim.revise(day=day)
-    report = await run(sim, db, day, day, data_state="final")
-    assert report.done == 1, "a day fetched as 'all' is fetched again for 'final'"
-    assert_matches_truth(db, sim, [day])
-    states = gsckit.open(db).frame()["data_state"].unique().to_list()
-    assert states == ["final"]
-
-
 @pytest.mark.parametrize("workers", [1, 16, 256])
 async def test_page_bound_queue_bound_and_no_deadlock_at_any_concurrency(make_sim, db, workers):
     # 1 to 4 pages a day (row_limit 1,000); two unpersisted pages for up to 256 workers

@@ -7,6 +7,7 @@ everywhere.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import time
@@ -72,6 +73,17 @@ def connect(path: Path, *, read_only: bool, deadline: float, waited: float
             os.umask(old)
         time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
         delay = min(delay * 2, 0.1)
+
+
+def in_utc(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+    """Show TIMESTAMPTZ values (``hour``, ``fetched_at``) in UTC, whatever the machine's zone.
+
+    DuckDB converts them to the session's time zone, by default the local one, so the same
+    file would read differently on two machines. Without the ICU extension they are UTC anyway.
+    """
+    with contextlib.suppress(duckdb.Error):
+        con.execute("SET TimeZone = 'UTC'")
+    return con
 
 
 def _classify(path: Path, text: str) -> Exception:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 from ..planner import Slice
@@ -22,14 +22,15 @@ Stream = tuple[str, str, str, str]
 @dataclass(frozen=True)
 class LedgerDay:
     """One committed day: ``state`` (``final`` or ``fresh``), ``rows``, ``pages``, Google's
-    ``newest_final`` day when it was fetched (``None`` when unknown) and whether a final day was
-    already ``rechecked`` once."""
+    ``newest_final`` day when it was fetched (``None`` when unknown), whether a final day was
+    already ``rechecked`` once, and when it was fetched."""
 
     state: str
     rows: int
     pages: int
     newest_final: date | None
     rechecked: bool
+    fetched_at: datetime | None = None
 
     @property
     def final(self) -> bool:
@@ -46,12 +47,12 @@ def read_days(con: Any, streams: Iterable[Stream], start: date | None = None
     keys = ["|".join(stream) for stream in wanted]
     rows = con.execute(
         f"SELECT site, search_type, dimensions, filters, date, state, rows, pages, newest_final, "
-        f"rechecked FROM {days_source(con)} WHERE concat_ws('|', site, search_type, dimensions, "
-        "filters) IN (SELECT unnest(?::VARCHAR[])) AND date >= ?",
+        f"rechecked, fetched_at FROM {days_source(con)} WHERE concat_ws('|', site, "
+        "search_type, dimensions, filters) IN (SELECT unnest(?::VARCHAR[])) AND date >= ?",
         [keys, start or date.min]).fetchall()
-    for site, search_type, dims, filters, day, state, count, pages, newest, rechecked in rows:
+    for site, search_type, dims, filters, day, state, count, pages, newest, rechecked, at in rows:
         found[(site, search_type, dims, filters)][day] = LedgerDay(
-            state, int(count), int(pages), newest, bool(rechecked))
+            state, int(count), int(pages), newest, bool(rechecked), at)
     return found
 
 

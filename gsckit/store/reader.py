@@ -22,7 +22,7 @@ import polars as pl
 from ..errors import ConfigError, StoreError
 from ..planner import Slice
 from . import schema
-from .access import busy, check_path, connect, holder
+from .access import busy, check_path, connect, holder, in_utc
 from .days import LedgerDay, Stream, completed, read_days
 from .locks import Timeout, current_writer, reader_pass
 from .schema import FINAL, FRESH, LEDGER, TABLE
@@ -100,7 +100,8 @@ class Database:
         deadline = time.monotonic() + self.wait
         try:
             with reader_pass(self.path, deadline):
-                con = connect(self.path, read_only=True, deadline=deadline, waited=self.wait)
+                con = in_utc(connect(self.path, read_only=True, deadline=deadline,
+                                     waited=self.wait))
                 try:
                     if schema.check_readable(con, str(self.path)) == "empty":
                         return self._empty(fn)

@@ -37,7 +37,7 @@ from ..errors import CommitError, GsckitError, StoreError
 from ..parse import METRICS
 from ..planner import Slice
 from . import schema
-from .access import check_path, connect
+from .access import check_path, connect, in_utc
 from .days import LedgerDay, Stream, completed, read_days
 from .locks import Timeout, WriterSide
 from .schema import FINAL, FRESH, LEDGER, LEDGER_COLUMNS, ROW_COLUMNS, ROWS, STATES
@@ -83,6 +83,18 @@ class Commit:
     duplicates: int
     state: str = FINAL
     outcome: str = NEW
+
+
+@dataclass(frozen=True)
+class DayRecord:
+    """How a day about to be fetched will be recorded: its ``state`` (``final`` or ``fresh``),
+    why it is fetched, the marker Google sent and Google's newest final day (see :class:`Staged`).
+    """
+
+    state: str
+    reason: str = MISSING
+    first_incomplete: str | None = None
+    newest_final: date | None = None
 
 
 @dataclass(frozen=True)
@@ -312,7 +324,7 @@ class Store:
             yield None
             return
         try:
-            cursor = self._con.cursor()
+            cursor = in_utc(self._con.cursor())
             try:
                 cursor.execute("BEGIN TRANSACTION READ ONLY")
                 yield cursor
