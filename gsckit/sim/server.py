@@ -20,6 +20,7 @@ from aiohttp import web
 from ..errors import ConfigError
 from ..planner import earliest_day
 from .api import (
+    BAD_GATEWAY_PAGE,
     ApiFailure,
     Request,
     as_filter,
@@ -453,8 +454,9 @@ class Simulator:
                             ) -> web.StreamResponse:
         """Draw the fault, wait the latency (and a stall), then answer.
 
-        A reset or error-kind fault answers first; otherwise 401, 429 over quota, 403/404 for the
-        site, 400 for the body, else the page (cut by "truncate", replaced by "invalid_json").
+        A reset or error-kind fault answers first (a 502 is the front end's HTML page); otherwise
+        401, 429 over quota, 403/404 for the site, 400 for the body, else the page (cut by
+        "truncate", replaced by "invalid_json").
         """
         site = record.site
         record.token_id = self._token_id(request)
@@ -467,6 +469,10 @@ class Simulator:
             if request.transport is not None:
                 request.transport.abort()
             return web.Response()
+        if fault == "502":  # the front end answers, in HTML: the API never saw the request
+            record.status = 502
+            return web.Response(status=502, content_type="text/html", charset="UTF-8",
+                                text=BAD_GATEWAY_PAGE)
         if fault not in (None, "stall", "truncate", "invalid_json"):
             failure = fault_failure(fault, site)
             record.status = failure.status
