@@ -624,8 +624,8 @@ async def test_stats_peaks_duplicates_and_in_flight(make_sim: MakeSim,
     assert TOKEN not in text and "ya29" not in text
     record = sim.request_log[-1]
     assert (record.site, record.token_id, record.day, record.start_row, record.row_limit,
-            record.status, record.rows, record.fault) == (SITE, "token#1", DAY, 10, 10, 200, 10,
-                                                          None)
+            record.status, record.rows, record.fault, record.search_type) == (
+                SITE, "token#1", DAY, 10, 10, 200, 10, None, "web")
     assert record.finished - record.arrived >= 0.3
     sim.reset_stats()
     assert sim.stats()["requests"] == 0 and sim.request_log == []

@@ -45,7 +45,7 @@ _DEFAULT_DIMENSIONS = ("date", "query", "page")
 @dataclass
 class RequestRecord:
     """One searchAnalytics query request as the server saw it (``token_id``, never the token);
-    ``day`` and ``end_day`` are its startDate and endDate."""
+    ``day`` and ``end_day`` are its startDate and endDate, ``search_type`` its type."""
 
     arrived: float
     finished: float = 0.0
@@ -54,6 +54,7 @@ class RequestRecord:
     day: date | None = None
     end_day: date | None = None
     data_state: str | None = None
+    search_type: str | None = None
     start_row: int | None = None
     row_limit: int | None = None
     status: int | None = None
@@ -519,6 +520,7 @@ class Simulator:
         # off the event loop: a long range can take seconds, and other requests must not wait
         rows, text, version = await asyncio.to_thread(self._page, site, query)
         record.day, record.end_day, record.data_state = query.start, query.end, query.data_state
+        record.search_type = query.search_type
         record.start_row, record.row_limit = query.start_row, query.row_limit
         record.status, record.rows = 200, rows
         response = web.Response(text=text, content_type="application/json", charset="UTF-8")
