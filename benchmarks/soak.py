@@ -9,10 +9,12 @@ Each launch is killed in one of three ways, drawn at random: a moment while it s
 the lock, the WAL replay, the plan), a moment after a random number of its days were committed
 (so fetching, parsing and commits, DuckDB's automatic checkpoints included), or, when a launch
 gets to the end of its work, a moment after it said so (the closing checkpoint). The number of
-days to wait is drawn so that the kills spread over the whole backfill. Re-fetched slices come
-from the simulator's request log: a day answered in full to more than one launch.
+days to wait is drawn so that the kills spread over the whole backfill, with one kill in 20 kept
+for its end: once every day is in, launches that replay the WAL the last kill left are killed
+in their closing checkpoint. Re-fetched slices come from the simulator's request log: a day
+answered in full to more than one launch.
 
-**Faults**: ``backfill_async`` over several sites and search types against a simulator that
+**Faults**: ``gsckit.backfill`` over several sites and search types against a simulator that
 answers a share of the query requests with each fault kind it has (every kind in
 ``RATE_FAULTS``), until ``--requests`` requests were sent. The retry settings are scaled down so
 that it ends in minutes: backoff 20-200 ms, a load-quota pause of 1 s instead of 15 minutes,
@@ -257,6 +259,7 @@ def kill_campaign(workdir: Path, *, kills: int = 200, days: int = 300,
                   log: Callable[[str], None] = lambda _: None) -> KillFigures:
     """SIGKILL one CLI backfill ``kills`` times at random moments, then let it finish."""
     rng = random.Random(seed)
+    reserve = max(1, kills // 20)
     workdir.mkdir(parents=True, exist_ok=True)
     db = workdir / "kills.duckdb"
     first, last = day_range(days)
@@ -269,6 +272,7 @@ def kill_campaign(workdir: Path, *, kills: int = 200, days: int = 300,
     fetched_total = requests = wal_kills = with_work = launches = 0
     startup_s: list[float] = [1.5]
     gaps: list[float] = [0.2]
+    closing_s: list[float] = [0.5]  # run_end to exit, measured on the launches that finish
     started = time.perf_counter()
     exit_code = -1
     try:
@@ -278,22 +282,27 @@ def kill_campaign(workdir: Path, *, kills: int = 200, days: int = 300,
             killing = phases.total() < kills
             remaining = len(span) - _ledger_entries(db)
             # days to let this launch commit, drawn so that the kills spread over the backfill
-            mean = remaining / max(1, kills - phases.total())
-            wait_days = rng.randint(0, max(1, round(2 * mean)))
-            at_start = rng.random() < 0.15
+            # and a few are left for its closing checkpoint (when it has nothing left to fetch,
+            # the launch replays the WAL the last kill left, then checkpoints it at the end)
+            mean = remaining / max(1, kills - reserve - phases.total())
+            wait_days = rng.randint(0, max(1, round(2 * mean))) if remaining else len(span)
+            at_start = remaining > 0 and rng.random() < 0.15
             spawned = time.monotonic()
             proc = _launch(sim, db, audit.path, span)
             kill_at = spawned + rng.uniform(0, sum(startup_s) / len(startup_s)) if at_start \
                 else None
             last_done, last_t = 0, spawned
+            ended_at: float | None = None
             while proc.poll() is None and killing:
                 time.sleep(0.003)
-                was_started = audit.started
+                was_started, was_ended = audit.started, audit.ended
                 audit.poll()
                 now = time.monotonic()
                 if audit.started and not was_started:
                     startup_s.append(now - spawned)
                     startup_s[:] = startup_s[-20:]
+                if audit.ended and not was_ended:
+                    ended_at = now
                 if audit.done != last_done:
                     gaps.append((now - last_t) / (audit.done - last_done))
                     gaps[:] = gaps[-50:]
@@ -301,12 +310,15 @@ def kill_campaign(workdir: Path, *, kills: int = 200, days: int = 300,
                 if kill_at is None and audit.started and (
                         audit.done >= wait_days or audit.ended):
                     recent = sum(gaps[-10:]) / len(gaps[-10:])
-                    kill_at = now + rng.uniform(0, 1.5 * recent if not audit.ended else 0.8)
+                    kill_at = now + rng.uniform(0, 1.5 * recent if not audit.ended else
+                                                max(closing_s[-10:]))
                 if kill_at is not None and now >= kill_at:
                     audit.poll()
                     proc.send_signal(signal.SIGKILL)
                     break
             _, err = proc.communicate(timeout=600)
+            if proc.returncode == 0 and ended_at is not None:
+                closing_s.append(time.monotonic() - ended_at)
             audit.poll()
             sent, answered = sim.do(_answered_days, sim.sim)
             requests += sent
