@@ -51,6 +51,27 @@ def plain_numbers(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.with_columns(casts) if casts else frame
 
 
+def _where(site: str | None, start: date | str | None, end: date | str | None,
+           search_type: str | None, dimensions: str | Sequence[str] | None
+           ) -> tuple[str, list[Any]]:
+    """A WHERE clause (or '') and its parameters narrowing a stream's columns and dates."""
+    where, params = [], []
+    for column, value in (("site", site), ("search_type", search_type)):
+        if value is not None:
+            where.append(f"{column} = ?")
+            params.append(value)
+    if dimensions is not None:
+        where.append("dimensions = ?")
+        params.append(dimensions if isinstance(dimensions, str) else ",".join(dimensions))
+    if start is not None:
+        where.append("date >= ?::DATE")
+        params.append(str(start))
+    if end is not None:
+        where.append("date <= ?::DATE")
+        params.append(str(end))
+    return (f" WHERE {' AND '.join(where)}" if where else ""), params
+
+
 def _check_read_only(query: str) -> None:
     try:
         statements = duckdb.extract_statements(query)
@@ -141,23 +162,37 @@ class Database:
               dimensions: str | Sequence[str] | None = None) -> pl.DataFrame:
         """Rows of ``search_analytics``, optionally narrowed to a site, a date range, a search
         type and a dimension set; ordered by date then clicks."""
-        where, params = [], []
-        for column, value in (("site", site), ("search_type", search_type)):
-            if value is not None:
-                where.append(f"{column} = ?")
-                params.append(value)
-        if dimensions is not None:
-            where.append("dimensions = ?")
-            params.append(dimensions if isinstance(dimensions, str) else ",".join(dimensions))
-        if start is not None:
-            where.append("date >= ?::DATE")
-            params.append(str(start))
-        if end is not None:
-            where.append("date <= ?::DATE")
-            params.append(str(end))
-        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        clause, params = _where(site, start, end, search_type, dimensions)
         return self.sql(f"SELECT * FROM {TABLE}{clause} ORDER BY date, clicks DESC, query, page",
                         params)
+
+    def completeness(self, site: str | None = None, *, start: date | str | None = None,
+                     end: date | str | None = None, search_type: str | None = None,
+                     dimensions: str | Sequence[str] | None = None) -> pl.DataFrame:
+        """How complete each committed day is: one row per stream and day (the ``completeness``
+        view), optionally narrowed like :meth:`frame`; ordered by stream, then date.
+
+        Columns: the stream (``site``, ``search_type``, ``dimensions``, ``filters``), ``date``,
+        ``data_state``; ``rows``, ``pages``, ``requests``; ``detail_clicks`` and
+        ``detail_impressions`` (the sums of the stored rows) against Google's daily totals
+        (``total_clicks``, ``total_impressions``, ``total_ctr``, ``total_position``,
+        ``totals_data_state``; null until recorded); ``hidden_clicks_share`` and
+        ``hidden_impressions_share`` (1 - detail / total); ``capped`` (rows past the API's
+        50,000-row cap are missing: an answer stored for the day reached it); ``split``,
+        ``partitions``, ``capped_partitions`` (the day was fetched in parts, and how many of
+        them still reached the cap); ``unsplit_rows``, ``unsplit_clicks``, ``gained_rows``,
+        ``gained_clicks`` (the day's own capped answer, and what splitting added to it);
+        ``split_requests``; ``split_note`` (why a capped day was not split).
+        """
+        clause, params = _where(site, start, end, search_type, dimensions)
+        order = " ORDER BY site, search_type, dimensions, filters, date"
+
+        def read(con: Any) -> pl.DataFrame:
+            body = schema.completeness_sql(schema.version(con))
+            return pl.DataFrame(con.sql(f"SELECT * FROM ({body}){clause}{order}",
+                                        params=params or None))
+
+        return plain_numbers(self._read(read))
 
     def status(self) -> pl.DataFrame:
         """One row per stream: complete days, first and last day, days missing in between,

@@ -22,7 +22,6 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import reduce
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +30,13 @@ import polars as pl
 
 from ..config import check_size, check_writable
 from ..errors import CommitError, GsckitError, StoreError
-from ..parse import METRICS
-from ..planner import Slice
+from ..planner import ROW_CAP, Slice
+from ..rows import dedupe
+from ..split import SplitOutcome
 from . import schema
 from .access import check_path, connect
 from .locks import Timeout, WriterSide
-from .schema import LEDGER, ROW_COLUMNS, ROWS
+from .schema import DETAIL, LEDGER, ROW_COLUMNS, ROWS, TOTALS
 
 # DuckDB's row-group size. A transaction that inserts this many rows has them written straight
 # to the file, and the checkpoint then merges the short row groups each such commit leaves
@@ -58,6 +58,8 @@ IDLE_RELEASE_S = 10.0
 _WRITERS: dict[Path, Store] = {}  # the open writer of each file in this process, for readers
 _WRITERS_LOCK = threading.Lock()
 _CAUSES = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EACCES)
+_TOTALS_KEY = ("site", "search_type", "filters", "date")
+_TOTALS_COLUMNS = (*_TOTALS_KEY, "data_state", "clicks", "impressions", "ctr", "position")
 _TYPES: dict[str, pl.DataType] = {"hour": pl.Datetime("us", "UTC"), "clicks": pl.Int64(),
                                   "impressions": pl.Int64(), "ctr": pl.Float64(),
                                   "position": pl.Float64()}
@@ -73,29 +75,33 @@ class Commit:
 
 @dataclass(frozen=True)
 class Staged:
-    """A complete day slice waiting to be committed: its pages concatenated."""
+    """A complete day slice waiting to be committed: its pages concatenated.
+
+    ``capped``: rows past the API's daily cap are missing from ``frame`` (default: the frame
+    reached :data:`~gsckit.planner.ROW_CAP` rows). ``split``: what splitting the day into
+    partitions did (``frame`` is then their merged rows); ``split_note``: why a capped day was
+    not split.
+    """
 
     piece: Slice
     frame: pl.DataFrame
     pages: int
     requests: int
+    capped: bool | None = None
+    split: SplitOutcome | None = None
+    split_note: str = ""
 
-
-def _dedupe(frame: pl.DataFrame) -> tuple[pl.DataFrame, int]:
-    """Drop rows repeating a key (ties can shift between pages); DuckDB would keep both.
-
-    One 64-bit hash per row, combined from per-column hashes, proves the keys distinct in the
-    usual case; only if two hashes collide does the exact (slower) comparison run.
-    """
-    keys = [c for c in frame.columns if c not in METRICS]
-    if not keys or frame.height < 2:
-        return frame, 0
-    combined = reduce(lambda a, b: a ^ b,
-                      (pl.col(c).hash(seed=i + 1) for i, c in enumerate(keys)))
-    if not frame.select(combined.is_duplicated().any()).item():
-        return frame, 0
-    unique = frame.unique(subset=keys, keep="first", maintain_order=True)
-    return unique, frame.height - unique.height
+    def detail(self, frame: pl.DataFrame) -> list[Any]:
+        """The ``gsckit_detail`` values (after ``slice_id``) for the stored rows ``frame``."""
+        clicks, impressions = frame.select(pl.col("clicks").sum(),
+                                           pl.col("impressions").sum()).row(0)
+        split = self.split
+        capped = self.capped if self.capped is not None else frame.height >= ROW_CAP
+        if split is None:
+            return [clicks, impressions, capped, 0, 0, None, None, None, 0, self.split_note]
+        return [clicks, impressions, capped, split.partitions, split.capped_partitions,
+                split.unsplit_rows, split.unsplit_clicks, split.unsplit_impressions,
+                split.requests, self.split_note]
 
 
 def _chunks(prepared: list[tuple[Staged, pl.DataFrame, int]]
@@ -306,10 +312,46 @@ class Store:
         self._lend_if_wanted()
         return results
 
+    def commit_totals(self, totals: pl.DataFrame, *, run_id: str) -> int:
+        """Record Google's daily totals, in one transaction; return the days written.
+
+        ``totals`` has one row per (site, search_type, filters, date) with ``data_state``,
+        ``clicks``, ``impressions``, ``ctr`` and ``position``. A day's totals replace what was
+        recorded for it, except that final figures are never replaced by fresh ones.
+        """
+        if totals.height == 0:
+            return 0
+        frame = totals.select(*_TOTALS_COLUMNS).with_columns(
+            pl.lit(datetime.now(UTC)).alias("fetched_at"), pl.lit(run_id).alias("run_id"))
+        con = self._connection()
+        key = " AND ".join(f"t.{c} = n.{c}" for c in _TOTALS_KEY)
+        con.execute("BEGIN TRANSACTION")
+        try:
+            con.execute(f"CREATE OR REPLACE TEMP TABLE gsckit_new_totals AS "
+                        f"SELECT * FROM {TOTALS} LIMIT 0")
+            con.from_arrow(frame.__arrow_c_stream__()).insert_into("gsckit_new_totals")
+            con.execute(f"DELETE FROM {TOTALS} AS t USING gsckit_new_totals AS n WHERE {key} "
+                        "AND NOT (t.data_state = 'final' AND n.data_state <> 'final')")
+            [(written,)] = con.execute(
+                f"INSERT INTO {TOTALS} SELECT n.* FROM gsckit_new_totals AS n WHERE NOT "
+                f"EXISTS (SELECT 1 FROM {TOTALS} AS t WHERE {key})").fetchall()
+            con.execute("DROP TABLE gsckit_new_totals")
+            con.execute("COMMIT")
+        except duckdb.Error as exc:
+            self._rollback(con)
+            raise StoreError(f"cannot record the daily totals in {str(self.path)!r}: "
+                             f"{cause_of(exc)}") from None
+        except BaseException:
+            self._rollback(con)
+            raise
+        self._last_write = time.monotonic()
+        self._protect()
+        return int(written)
+
     def _prepare(self, item: Staged) -> tuple[Staged, pl.DataFrame, int]:
         """De-duplicate a day and shape its rows for ``gsckit_rows``, before any transaction."""
         try:
-            frame, duplicates = _dedupe(item.frame)
+            frame, duplicates = dedupe(item.frame)
             return item, _row_frame(frame), duplicates
         except pl.exceptions.PolarsError as exc:
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -338,6 +380,8 @@ class Store:
                     [piece.key, piece.site, piece.search_type, piece.dimensions_key,
                      piece.filters_key, piece.day, piece.data_state, frame.height, item.pages,
                      item.requests, duplicates, fetched_at, run_id, slice_id])
+                con.execute(f"INSERT OR REPLACE INTO {DETAIL} VALUES ({', '.join('?' * 11)})",
+                            [slice_id, *item.detail(frame)])
             con.execute("COMMIT")
         except BaseException:
             self._rollback(con)

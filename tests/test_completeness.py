@@ -1,0 +1,123 @@
+"""Every day measured against Google's totals: the store's side (the completeness view, daily
+totals and their data-state rule, older files), then the engine's (totals fetched with a
+backfill, capped days split, the gain measured, splitting stopped when it gains nothing)."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import polars as pl
+import pytest
+
+import gsckit
+from gsckit.split import SplitOutcome
+from gsckit.store import SCHEMA_VERSION, Staged, Store
+
+from .conftest import SITE
+from .test_store import _v1_file, page, piece
+
+
+def totals_frame(rows: list[tuple[date, str, int, int, float]], *, site: str = SITE,
+                 filters: str = "") -> pl.DataFrame:
+    """Daily totals as the engine hands them to the store: (date, state, clicks, impressions,
+    position)."""
+    return pl.DataFrame({
+        "site": [site] * len(rows), "search_type": ["web"] * len(rows),
+        "filters": [filters] * len(rows), "date": [r[0] for r in rows],
+        "data_state": [r[1] for r in rows], "clicks": [r[2] for r in rows],
+        "impressions": [r[3] for r in rows], "ctr": [r[2] / r[3] for r in rows],
+        "position": [r[4] for r in rows]},
+        schema_overrides={"clicks": pl.Int64, "impressions": pl.Int64, "date": pl.Date})
+
+
+def view(db, **narrow) -> dict[date, dict]:
+    frame = gsckit.open(db).completeness(**narrow)
+    return {row["date"]: row for row in frame.iter_rows(named=True)}
+
+
+def test_the_completeness_view_against_hand_computed_figures(db):
+    plain, capped, split, untotalled = (date(2026, 3, d) for d in (2, 3, 4, 5))
+    with Store(db) as store:
+        # 3 rows: clicks 100 + 99 + 98 = 297, impressions 1005 + 995 + 985 = 2985
+        store.commit_slices([Staged(piece(plain), page(["a", "b", "c"]), 1, 1)], run_id="r")
+        store.commit_slices([Staged(piece(capped), page(["d", "e"], clicks=[7, 5]), 2, 3,
+                                    capped=True, split_note="splitting is off")], run_id="r")
+        outcome = SplitOutcome(unsplit_rows=1, unsplit_clicks=9, unsplit_impressions=95,
+                               rows=4, clicks=12, impressions=130, partitions=5,
+                               capped_partitions=1, requests=9)
+        store.commit_slices([Staged(piece(split), page(["f", "g", "h", "i"],
+                                                         clicks=[6, 3, 2, 1]), 7, 12,
+                                    capped=True, split=outcome)], run_id="r")
+        store.commit_slices([Staged(piece(untotalled), page(["j"]), 1, 1)], run_id="r")
+        written = store.commit_totals(totals_frame([
+            (plain, "final", 400, 4_000, 3.25), (capped, "final", 24, 240, 5.0),
+            (split, "final", 12, 150, 4.0)]), run_id="r")
+    assert written == 3
+    days = view(db)
+    assert set(days) == {plain, capped, split, untotalled}
+
+    row = days[plain]
+    assert (row["rows"], row["pages"], row["requests"]) == (3, 1, 1)
+    assert (row["detail_clicks"], row["detail_impressions"]) == (297, 2_985)
+    assert (row["total_clicks"], row["total_impressions"]) == (400, 4_000)
+    assert row["total_ctr"] == 0.1 and row["total_position"] == 3.25
+    assert row["hidden_clicks_share"] == pytest.approx(103 / 400)
+    assert row["hidden_impressions_share"] == pytest.approx(1_015 / 4_000)
+    assert (row["capped"], row["split"], row["partitions"]) == (False, False, 0)
+    assert row["gained_rows"] is None and row["totals_data_state"] == "final"
+
+    row = days[capped]  # clicks 7 + 5 of 24: half hidden
+    assert row["capped"] and not row["split"] and row["split_note"] == "splitting is off"
+    assert row["hidden_clicks_share"] == pytest.approx(0.5)
+    assert (row["pages"], row["requests"]) == (2, 3)
+
+    row = days[split]  # 6 + 3 + 2 + 1 = 12 clicks: nothing hidden
+    assert row["split"] and row["capped"] and row["partitions"] == 5
+    assert row["capped_partitions"] == 1 and row["split_requests"] == 9
+    assert (row["unsplit_rows"], row["unsplit_clicks"]) == (1, 9)
+    assert (row["gained_rows"], row["gained_clicks"]) == (3, 3)
+    assert row["hidden_clicks_share"] == 0.0
+
+    row = days[untotalled]
+    assert row["total_clicks"] is None and row["hidden_clicks_share"] is None
+    assert row["detail_clicks"] == 100
+
+    # narrowing works like Database.frame
+    assert set(view(db, start=capped, end=split)) == {capped, split}
+    assert view(db, site="sc-domain:other.example") == {}
+    assert set(view(db, dimensions=("date", "query", "page"), search_type="web")) == set(days)
+    # the view is plain SQL too
+    sql = gsckit.open(db).sql("SELECT count(*) AS n FROM completeness WHERE capped")
+    assert sql["n"].item() == 2
+
+
+def test_final_totals_are_never_replaced_by_fresh_ones(db):
+    old, new = date(2026, 3, 2), date(2026, 3, 3)
+    with Store(db) as store:
+        store.commit_totals(totals_frame([(old, "final", 50, 500, 2.0),
+                                          (new, "all", 10, 100, 3.0)]), run_id="r1")
+        store.commit_totals(totals_frame([(old, "all", 1, 2, 9.0),
+                                          (new, "all", 20, 200, 3.5)]), run_id="r2")
+        first = gsckit.open(db).sql("SELECT * FROM daily_totals ORDER BY date")
+        assert first["clicks"].to_list() == [50, 20]
+        assert first["run_id"].to_list() == ["r1", "r2"]
+        store.commit_totals(totals_frame([(new, "final", 30, 300, 3.25)]), run_id="r3")
+        store.commit_totals(totals_frame([]).clear(), run_id="r4")
+    totals = gsckit.open(db).sql("SELECT * FROM daily_totals ORDER BY date")
+    assert totals["clicks"].to_list() == [50, 30]
+    assert totals["data_state"].to_list() == ["final", "final"]
+    assert totals.height == 2  # one row a day, whatever was recorded before
+
+
+def test_an_older_file_reads_its_completeness_and_the_upgrade_keeps_it(db):
+    _v1_file(db)
+    before = gsckit.open(db).completeness()
+    assert before.height == 3
+    # ordered by stream: the other site first
+    assert before["detail_clicks"].to_list() == [100 + 99, 100 + 99 + 98, 100]
+    assert before["total_clicks"].to_list() == [None] * 3
+    assert not before["capped"].any()
+    Store(db).close()
+    after = gsckit.open(db).completeness()
+    assert gsckit.open(db).sql("SELECT value FROM gsckit_meta").item() == str(SCHEMA_VERSION)
+    assert after.equals(before)
