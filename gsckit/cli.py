@@ -259,6 +259,54 @@ def _status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# --- completeness -----------------------------------------------------------------------------
+
+def _add_completeness(commands: Any) -> None:
+    report = _command(commands, "completeness", summary="how complete each committed day is",
+                      description="Measure every committed day against Google's daily totals: "
+                      "rows, pages and requests; detail clicks against the totals and the share "
+                      "hidden from the rows; whether the 50,000-row cap cut the day, whether it "
+                      "was split and what splitting gained. One line per stream, then the "
+                      "days. A reader: read-only, it waits for a running backfill's next commit.",
+                      codes=(EXIT_OK, EXIT_BAD_INPUT, EXIT_BUSY, EXIT_INTERRUPTED,
+                             EXIT_TERMINATED))
+    add_db_option(report)
+    report.add_argument("--site", help="only this property (default: every site)")
+    report.add_argument("--start", help="first day, YYYY-MM-DD (default: the first committed)")
+    report.add_argument("--end", help="last day, YYYY-MM-DD (default: the last committed)")
+    report.add_argument("--json", action="store_true", help="one JSON object per day")
+    report.set_defaults(handler=_completeness)
+
+
+def _completeness(args: argparse.Namespace) -> int:
+    from .completeness import by_stream
+    from .planner import check_day, check_site
+
+    if not 0 <= args.wait <= 86_400:
+        raise ConfigError(f"--wait must be 0..86400 seconds, got {args.wait:g}")
+    site = check_site(args.site) if args.site is not None else None
+    start = check_day(args.start, "start") if args.start is not None else None
+    end = check_day(args.end, "end") if args.end is not None else None
+    frame = Database(args.db, wait=args.wait).completeness(site, start=start, end=end)
+    if args.json:
+        for row in frame.iter_rows(named=True):
+            print(json.dumps(row, default=str))
+    elif frame.height == 0:
+        print(f"{args.db}: no committed days" + (" in that range" if start or end else " yet"))
+    else:
+        import polars as pl
+
+        for name, summary in by_stream(frame).items():
+            print(f"{name}: {summary.line()}")
+        shown = frame.select(
+            "site", "search_type", "dimensions", "date", "data_state", "rows", "requests",
+            "detail_clicks", "total_clicks", pl.col("hidden_clicks_share").round(4),
+            "capped", "split", "gained_rows", "gained_clicks")
+        with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_width_chars=220, fmt_str_lengths=30):
+            print(shown)
+    return EXIT_OK
+
+
 # --- sim --------------------------------------------------------------------------------------
 
 def _add_sim(commands: Any) -> None:
@@ -472,8 +520,9 @@ def _print_commands(header: str, lines: list[str]) -> None:
 
 # --- entry point ------------------------------------------------------------------------------
 
-COMMANDS: tuple[Callable[[Any], None], ...] = (_add_backfill, _add_status, _add_sim, _add_demo,
-                                               add_connect_commands, _add_export)
+COMMANDS: tuple[Callable[[Any], None], ...] = (_add_backfill, _add_status, _add_completeness,
+                                               _add_sim, _add_demo, add_connect_commands,
+                                               _add_export)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -4,6 +4,7 @@ backfill, capped days split, the gain measured, splitting stopped when it gains 
 
 from __future__ import annotations
 
+import json
 from datetime import date
 
 import polars as pl
@@ -121,3 +122,29 @@ def test_an_older_file_reads_its_completeness_and_the_upgrade_keeps_it(db):
     after = gsckit.open(db).completeness()
     assert gsckit.open(db).sql("SELECT value FROM gsckit_meta").item() == str(SCHEMA_VERSION)
     assert after.equals(before)
+
+
+def test_the_summary_line_and_the_completeness_command(db, capsys):
+    from gsckit.cli import main
+    from gsckit.completeness import Completeness
+
+    test_the_completeness_view_against_hand_computed_figures(db)
+    summary = Completeness.of(gsckit.open(db).completeness())
+    # capped: the day that was not split, and the split day with a partition still capped;
+    # hidden: (400 - 297) + (24 - 12) + (12 - 12) of 400 + 24 + 12 clicks
+    assert summary.line() == ("2 of 4 days capped (1 split: +3 rows, +33.3% clicks, 9.0 extra "
+                              "requests a day); 26.4% of clicks not attributable to a query")
+    assert summary.hidden_clicks_share == pytest.approx(115 / 436)
+    assert summary.to_dict()["split_gained_rows"] == 3
+
+    assert main(["completeness", "--db", str(db), "--json", "--start", "2026-03-03"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [json.loads(line)["date"] for line in out] == ["2026-03-03", "2026-03-04",
+                                                          "2026-03-05"]
+    assert main(["completeness", "--db", str(db)]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith(f"{SITE} web (date,query,page): 2 of 4 days capped")
+    assert "2026-03-05" in text
+    assert main(["completeness", "--db", str(db), "--start", "2026-02-30"]) == 2
+    assert "start date" in capsys.readouterr().err
+    assert main(["completeness", "--db", str(db.parent / "missing.duckdb")]) == 2
