@@ -41,6 +41,7 @@ from .planner import (
     pacific_today,
 )
 from .runner import backfill_async, preview
+from .split import SPLIT_MODES
 from .store import Database
 
 DEMO_SITE = "sc-domain:demo.example"
@@ -202,7 +203,16 @@ def _add_backfill(commands: Any) -> None:
                      "that every site is readable before the first data request")
     run.add_argument("--dry-run", action="store_true", help="validate and print what would be "
                      "fetched (days, requests, time at the rate limit); send and write nothing")
+    add_split_option(run)
     run.set_defaults(handler=_backfill)
+
+
+def add_split_option(parser: argparse.ArgumentParser) -> None:
+    """--split: whether days that reach the API's 50,000-row cap are fetched in partitions."""
+    parser.add_argument("--split", choices=SPLIT_MODES, default="auto",
+                        help="auto: fetch a day whose answer reaches the 50,000-row cap again "
+                        "by device, then by country, and store the merged rows (stops on a "
+                        "stream where it gains nothing); off: keep the capped answer")
 
 
 def _backfill(args: argparse.Namespace) -> int:
@@ -210,14 +220,16 @@ def _backfill(args: argparse.Namespace) -> int:
     if args.dry_run:
         plan = preview(args.site, args.start, args.end, dimensions=args.dimensions,
                        search_type=args.search_type, data_state=args.data_state,
-                       filters=args.filter, db=args.db, config=config, force=args.force)
+                       filters=args.filter, db=args.db, config=config, force=args.force,
+                       split=args.split)
         print(json.dumps(dataclasses.asdict(plan)) if args.json else plan.summary())
         return EXIT_OK
     report = signals.run(backfill_async(
         args.site, args.start, args.end, dimensions=args.dimensions,
         search_type=args.search_type, data_state=args.data_state, filters=args.filter,
         db=args.db, config=config, preflight=not args.no_preflight, **credential_kwargs(args),
-        audit_log=args.audit_log, progress=not args.no_progress and "auto", force=args.force))
+        audit_log=args.audit_log, progress=not args.no_progress and "auto", force=args.force,
+        split=args.split))
     print(json.dumps(_summary(report)) if args.json else report.summary())
     return EXIT_OK if report.ok else EXIT_INCOMPLETE
 
@@ -227,7 +239,9 @@ def _summary(report: Report) -> dict[str, Any]:
             "slices": report.slices, "done": report.done, "skipped": report.skipped,
             "failed": report.failed, "wall_s": report.wall_s, "peak_qpm": report.peak_qpm,
             "halted": report.halted, "error": report.error, "stopped": report.stopped,
-            "stopped_sites": dict(report.stopped_sites), "rate_limited": report.rate_limited}
+            "stopped_sites": dict(report.stopped_sites), "rate_limited": report.rate_limited,
+            "split_days": report.split_days, "split_requests": report.split_requests,
+            "completeness": report.completeness.to_dict() if report.completeness else None}
 
 
 # --- status -----------------------------------------------------------------------------------

@@ -13,20 +13,25 @@ import contextlib
 import dataclasses
 import os
 import sys
-from collections.abc import Coroutine, Iterable
+from collections.abc import Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any, TypeVar
 
+import duckdb
+
 from . import auth
 from .auth.pool import CredentialPool
 from .client import Client, limiter_keys, shared_limiter
+from .completeness import Completeness
 from .config import EngineConfig, check_writable
 from .coordinator import Engine, Report
+from .errors import ConfigError, GsckitError, RunHalted
 from .events import AuditLog, Emitter, Listener
-from .planner import Filter, make_query, plan
+from .planner import Filter, Slice, make_query, plan
 from .sites import preflight as check_access
+from .split import SPLIT_MODES, SplitPolicy, gained_nothing, stream_name
 from .store import Database, Store
 
 T = TypeVar("T")
@@ -42,12 +47,15 @@ class Preview:
     requests: int
     min_seconds: float
     sites: int
+    split_requests: int = 0
 
     def summary(self) -> str:
         minutes = self.min_seconds / 60
+        split = (f" ({self.split_requests} of them to split capped days, from the ledger's "
+                 "history)" if self.split_requests else "")
         return (f"{self.slices} days planned over {self.sites} site(s): {self.skipped} already "
-                f"complete, {self.todo} to fetch; about {self.requests} requests, at least "
-                f"{minutes:.1f} min at the rate limit")
+                f"complete, {self.todo} to fetch; about {self.requests} requests{split}, at "
+                f"least {minutes:.1f} min at the rate limit")
 
 
 def preview(
@@ -62,27 +70,42 @@ def preview(
     db: str | os.PathLike[str] = "gsc.duckdb",
     config: EngineConfig | None = None,
     force: bool = False,
+    split: str = "auto",
     today: date | None = None,
 ) -> Preview:
     """A dry run of :func:`backfill_async` with the same arguments: validate, read the ledger,
-    and estimate requests (pages per day from each stream's history, else one) and time at the
-    rate limit. Sends nothing and writes nothing; needs no credentials."""
+    and estimate requests (pages per day from each stream's history, else one; with
+    ``split="auto"`` plus what splitting capped days cost per day in that history) and time at
+    the rate limit. Sends nothing and writes nothing; needs no credentials."""
     query = make_query(site, start, end, dimensions=dimensions, search_type=search_type,
                        data_state=data_state, filters=filters, today=today)
     cfg = config or EngineConfig()
+    check_split(split)
     slices = plan(query)
     done: set[str] = set()
     history: dict[tuple[str, str, str, str], float] = {}
+    splits: dict[tuple[str, str, str, str], float] = {}
     if Path(db).exists():
         database = Database(db, wait=cfg.db_wait_s)
         done = set() if force else database.completed(slices)
         history = database.pages_per_day()
+        if split == "auto":
+            splits = database.split_requests_per_day({s.stream for s in slices})
     todo = [s for s in slices if s.key not in done]
-    requests = round(sum(history.get(s.stream, 1.0) for s in todo))
+    split_requests = round(sum(splits.get(s.stream, 0.0) for s in todo))
+    requests = round(sum(history.get(s.stream, 1.0) for s in todo)) + split_requests
     # one credential carries every request, so its window is the binding limit
     min_seconds = requests * cfg.qpm_window_s / cfg.qpm
     return Preview(slices=len(slices), skipped=len(slices) - len(todo), todo=len(todo),
-                   requests=requests, min_seconds=round(min_seconds, 1), sites=len(query.sites))
+                   requests=requests, min_seconds=round(min_seconds, 1), sites=len(query.sites),
+                   split_requests=split_requests)
+
+
+def check_split(split: object) -> str:
+    """Return ``split`` if it is ``auto`` or ``off``, else raise :class:`ConfigError`."""
+    if split not in SPLIT_MODES:
+        raise ConfigError(f"split must be one of {', '.join(SPLIT_MODES)}, got {split!r}")
+    return str(split)
 
 
 async def backfill_async(
@@ -108,11 +131,15 @@ async def backfill_async(
     progress: bool | str = "auto",
     listeners: Iterable[Listener] = (),
     force: bool = False,
+    split: str = "auto",
     today: date | None = None,
 ) -> Report:
     """Backfill Search Analytics data for ``site`` from ``start`` to ``end`` into ``db``.
 
-    Days already committed are skipped (``force=True`` re-fetches them). ``credentials`` may
+    Days already committed are skipped (``force=True`` re-fetches them). A day whose answer
+    reaches the API's 50,000-row cap is fetched again in partitions (by device, then by
+    country) and stored as their merged rows, unless ``split="off"``; the report's
+    ``completeness`` says what that recovered. ``credentials`` may
     be a list of files: a pool whose per-user quotas add up. Unless ``preflight=False``, one
     ``sites.list`` per credential checks every site is readable before anything is written.
     Returns a
@@ -125,6 +152,7 @@ async def backfill_async(
                  ("qpm_window_s", qpm_window_s), ("base_url", base_url))
     overrides: dict[str, Any] = {k: v for k, v in shortcuts if v is not None}
     cfg = dataclasses.replace(config or EngineConfig(), **overrides)
+    check_split(split)
     members = auth.resolve_all(token, credentials, impersonate=impersonate)
     if audit_log is not None:  # before the store, which creates the database file
         check_writable(audit_log, "audit log")
@@ -152,14 +180,38 @@ async def backfill_async(
             pool = CredentialPool(members, access.serving if access else None, emitter)
             done = set() if force else store.completed(slices)
             todo = [s for s in slices if s.key not in done]
+            policy = split_policy(store, split, slices)
             async with Client(cfg, pool, limiter, emitter) as client:
                 engine = Engine(todo, config=cfg, client=client, store=store, emit=emitter,
-                                skipped=len(slices) - len(todo))
-                return await engine.run()
+                                skipped=len(slices) - len(todo), split=policy)
+                try:
+                    report = await engine.run()
+                except RunHalted as exc:
+                    raise RunHalted(exc.cause, _measured(exc.report, store, slices)) from None
+                return _measured(report, store, slices)
         finally:
             for closer in closers:
                 closer.close()
             store.close()
+
+
+def split_policy(store: Store, split: str, slices: Iterable[Slice]) -> SplitPolicy:
+    """The run's :class:`SplitPolicy`: ``split``, with the streams whose last split gained
+    nothing (in the ledger) already stopped."""
+    if split != "auto":
+        return SplitPolicy(split)
+    stops = store.split_stops({s.stream for s in slices})
+    return SplitPolicy(split, {stream: gained_nothing(stream_name(stream), day, parts)
+                               for stream, (day, parts) in stops.items()})
+
+
+def _measured(report: Report, store: Store, slices: Sequence[Slice]) -> Report:
+    """``report`` with the completeness of the run's days (committed before or now)."""
+    try:
+        frame = store.completeness(slices)
+    except (GsckitError, duckdb.Error):
+        return report  # the file failed the run already; the report says why
+    return dataclasses.replace(report, completeness=Completeness.of(frame, report.split_notes))
 
 
 def backfill(*args: Any, **kwargs: Any) -> Report:

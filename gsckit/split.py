@@ -21,6 +21,7 @@ Everything here is pure: the engine asks what to fetch next and hands back what 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from datetime import date
 
 import polars as pl
 
@@ -247,3 +248,78 @@ class SplitPlan:
         self._pending.update(steps.partitions)
         self._pending.update(steps.countries)
         return steps
+
+
+SPLIT_MODES = ("auto", "off")
+RETRY_AFTER_DAYS = 28
+"""A stream whose last split gained nothing is not split again for this many days (by fetch
+time), then tried once more, in case Google changed how it caps."""
+
+
+def gained_nothing(stream: str, day: date, partitions: int) -> str:
+    """Why a stream stopped splitting: a split of ``day`` into ``partitions`` gained nothing."""
+    return (f"splitting stopped for {stream} after {day}: splitting it into {partitions} parts "
+            "recovered no row and no click (Google applies filters after its row cap on this "
+            f"property); capped days are fetched whole, and tried again after "
+            f"{RETRY_AFTER_DAYS} days")
+
+
+class SplitPolicy:
+    """Which capped days are split, and the streams on which splitting stopped, with why.
+
+    ``mode``: ``auto`` splits every capped day that can be split; ``off`` none. ``stopped``
+    maps a stream (:attr:`Slice.stream`) to the reason it no longer splits, e.g. from the
+    ledger's history of an earlier run. A split that gains nothing stops its stream for the
+    days that are split after it (:meth:`measured`).
+    """
+
+    def __init__(self, mode: str = "auto",
+                 stopped: dict[tuple[str, str, str, str], str] | None = None) -> None:
+        if mode not in SPLIT_MODES:
+            raise ValueError(f"split must be one of {', '.join(SPLIT_MODES)}, got {mode!r}")
+        self.mode = mode
+        self.stopped = dict(stopped or {})
+        self._notes: dict[tuple[str, str, str, str], str] = dict(self.stopped)
+
+    def applies(self, piece: Slice) -> bool:
+        """Whether a capped day of ``piece`` is to be split."""
+        return self.mode == "auto" and piece.stream not in self.stopped and can_split(piece)
+
+    def why_not(self, piece: Slice) -> str:
+        """Why a capped day of ``piece`` is not split (for the ledger's ``split_note``)."""
+        if self.mode == "off":
+            return "splitting is off"
+        if piece.stream in self.stopped:
+            return self.stopped[piece.stream]
+        return "its filters already hold the device and the country to one value"
+
+    def measured(self, piece: Slice, outcome: SplitOutcome) -> str | None:
+        """Take a split's outcome into account; return the note if it stopped the stream."""
+        if not outcome.gained_nothing or piece.stream in self.stopped:
+            return None
+        note = gained_nothing(stream_name(piece.stream), piece.day, outcome.partitions)
+        self.stopped[piece.stream] = note
+        self._notes[piece.stream] = note
+        return note
+
+    def refused(self, piece: Slice, error: BaseException) -> str:
+        """The API refused a partition's request (a 400): the day keeps its unsplit answer and
+        the stream stops splitting; return the note."""
+        note = (f"splitting stopped for {stream_name(piece.stream)} on {piece.day}: the API "
+                f"refused a partition ({error})")
+        self.stopped.setdefault(piece.stream, note)
+        self._notes.setdefault(piece.stream, note)
+        return note
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        """Why splitting stopped, one line per stream that stopped."""
+        return tuple(self._notes.values())
+
+
+def stream_name(stream: tuple[str, str, str, str]) -> str:
+    """``site search_type (dimensions)`` plus the filters if any: how reports name a stream
+    (:attr:`Slice.stream`)."""
+    site, search_type, dimensions, filters = stream
+    name = f"{site} {search_type} ({dimensions})"
+    return f"{name} {filters}" if filters else name

@@ -25,7 +25,7 @@ from . import schema
 from .access import busy, check_path, connect, holder
 from .locks import Timeout, current_writer, reader_pass
 from .schema import LEDGER, TABLE
-from .writer import completed, local_writer
+from .writer import completed, local_writer, split_stops
 
 if TYPE_CHECKING:
     from ..export import ExportReport
@@ -215,6 +215,26 @@ class Database:
         frame = self.sql(f"SELECT site, search_type, dimensions, filters, avg(pages) AS pages "
                          f"FROM {LEDGER} GROUP BY ALL")
         return {(r[0], r[1], r[2], r[3]): float(r[4]) for r in frame.iter_rows()}
+
+    def split_requests_per_day(self, streams: Iterable[tuple[str, str, str, str]]
+                               ) -> dict[tuple[str, str, str, str], float]:
+        """What splitting capped days cost per committed day, per stream of ``streams`` (the
+        basis of a dry run's estimate): 0 for a stream whose last split gained nothing."""
+        wanted = set(streams)
+
+        def read(con: Any) -> dict[tuple[str, str, str, str], float]:
+            if schema.version(con) < 3:
+                return {}
+            stopped = split_stops(con, wanted)
+            rows = con.execute(
+                f"SELECT l.site, l.search_type, l.dimensions, l.filters, "
+                f"avg(coalesce(d.split_requests, 0)) FROM {LEDGER} AS l LEFT JOIN "
+                f"{schema.DETAIL} AS d USING (slice_id) GROUP BY ALL").fetchall()
+            return {(r[0], r[1], r[2], r[3]): float(r[4]) for r in rows
+                    if (r[0], r[1], r[2], r[3]) in wanted
+                    and (r[0], r[1], r[2], r[3]) not in stopped}
+
+        return self._read(read)
 
     def days(self, site: str | None = None) -> pl.DataFrame:
         """The ledger: one row per committed day slice."""

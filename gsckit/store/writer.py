@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +32,11 @@ from ..config import check_size, check_writable
 from ..errors import CommitError, GsckitError, StoreError
 from ..planner import ROW_CAP, Slice
 from ..rows import dedupe
-from ..split import SplitOutcome
+from ..split import RETRY_AFTER_DAYS, SplitOutcome
 from . import schema
 from .access import check_path, connect
 from .locks import Timeout, WriterSide
-from .schema import DETAIL, LEDGER, ROW_COLUMNS, ROWS, TOTALS
+from .schema import COMPLETENESS, DETAIL, LEDGER, ROW_COLUMNS, ROWS, TOTALS
 
 # DuckDB's row-group size. A transaction that inserts this many rows has them written straight
 # to the file, and the checkpoint then merges the short row groups each such commit leaves
@@ -286,6 +286,19 @@ class Store:
         """Keys of ``slices`` already committed with the requested (or final) data state."""
         return completed(self._connection(), slices)
 
+    def completeness(self, slices: Iterable[Slice]) -> pl.DataFrame:
+        """The ``completeness`` rows of the committed days among ``slices``."""
+        keys = [s.key for s in slices]
+        return pl.DataFrame(self._connection().sql(
+            f"SELECT c.* FROM {COMPLETENESS} AS c JOIN {LEDGER} AS l USING (site, search_type, "
+            "dimensions, filters, date) WHERE l.slice_key IN (SELECT unnest(?::VARCHAR[])) "
+            "ORDER BY site, search_type, dimensions, filters, date", params=[keys]))
+
+    def split_stops(self, streams: Iterable[tuple[str, str, str, str]]
+                    ) -> dict[tuple[str, str, str, str], tuple[date, int]]:
+        """Streams whose latest split gained nothing (see :func:`split_stops`)."""
+        return split_stops(self._connection(), streams)
+
     def commit_slice(self, piece: Slice, frame: pl.DataFrame, *, pages: int, requests: int,
                      run_id: str) -> Commit:
         """Replace ``piece``'s rows with ``frame`` and record it in the ledger, atomically."""
@@ -449,3 +462,24 @@ def completed(con: Any, slices: Iterable[Slice]) -> set[str]:
         "(SELECT unnest(?::VARCHAR[]))", [list(wanted)]).fetchall()
     # final data is never replaced by fresher-but-partial data; "all" is upgraded to "final"
     return {key for key, state in rows if state == "final" or state == wanted[key]}
+
+
+def split_stops(con: Any, streams: Iterable[tuple[str, str, str, str]]
+                ) -> dict[tuple[str, str, str, str], tuple[date, int]]:
+    """The streams of ``streams`` whose latest split day gained nothing, fetched less than
+    :data:`~gsckit.split.RETRY_AFTER_DAYS` days ago: stream -> (that day, its partitions)."""
+    wanted = set(streams)
+    if not wanted:
+        return {}
+    rows = con.execute(
+        f"SELECT site, search_type, dimensions, filters, date, partitions FROM ("
+        f"SELECT l.site, l.search_type, l.dimensions, l.filters, l.date, l.fetched_at, "
+        f"d.partitions, l.rows - d.unsplit_rows AS gained_rows, "
+        f"d.clicks - d.unsplit_clicks AS gained_clicks, row_number() OVER (PARTITION BY "
+        f"l.site, l.search_type, l.dimensions, l.filters ORDER BY l.fetched_at DESC, "
+        f"l.date DESC) AS latest FROM {LEDGER} AS l JOIN {DETAIL} AS d USING (slice_id) "
+        f"WHERE d.partitions > 0) WHERE latest = 1 AND gained_rows <= 0 AND gained_clicks <= 0 "
+        f"AND fetched_at >= now() - INTERVAL {RETRY_AFTER_DAYS} DAY").fetchall()
+    return {(site, kind, dims, filters): (day, int(parts))
+            for site, kind, dims, filters, day, parts in rows
+            if (site, kind, dims, filters) in wanted}
