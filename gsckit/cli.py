@@ -248,7 +248,9 @@ def _summary(report: Report) -> dict[str, Any]:
 
 def _add_status(commands: Any) -> None:
     status = _command(commands, "status", summary="which days are complete in a database",
-                      description="Summarise the ledger: complete days per stream.",
+                      description="Summarise the ledger: complete days per stream, how many "
+                      "hold Google's final data and how many fresh (partial) data, the newest "
+                      "final day, and the gaps.",
                       codes=(EXIT_OK, EXIT_BAD_INPUT, EXIT_BUSY, EXIT_INTERRUPTED,
                              EXIT_TERMINATED))
     add_db_option(status)
@@ -268,7 +270,10 @@ def _status(args: argparse.Namespace) -> int:
     else:
         import polars as pl
 
-        with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_width_chars=200, fmt_str_lengths=40):
+        # one line per stream, however wide: a wrapped site name is unreadable
+        frame = frame.with_columns(pl.col("last_fetched").dt.strftime("%Y-%m-%d %H:%M UTC"))
+        with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_width_chars=1000, fmt_str_lengths=100,
+                       tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True):
             print(frame)
     return EXIT_OK
 

@@ -299,7 +299,8 @@ def test_status_lists_streams_and_day_counts(thread_sim, tmp_path, capsys):
     header = next(line for line in out.splitlines() if "site" in line and "search_type" in line)
     columns = [c.strip() for c in header.strip("│ ").split("┆")]
     # the day count is what status is for: it must not be elided by polars' column limit
-    assert "days" in columns and "data_state" in columns, f"status hides columns: {columns}"
+    assert {"days", "final_days", "fresh_days", "newest_final_day", "gaps"} <= set(columns), (
+        f"status hides columns: {columns}")
     cells = [[c.strip() for c in line.strip("│ ").split("┆")] for line in out.splitlines()
              if line.startswith("│ " + SITE)]
     assert sorted((c[columns.index("search_type")], c[columns.index("days")]) for c in cells

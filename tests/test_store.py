@@ -9,7 +9,7 @@ import os
 import stat
 import subprocess
 import sys
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import duckdb
@@ -225,7 +225,7 @@ def test_recommit_replaces_the_slice_and_leaves_other_slices_alone(db):
             commit(store, s, frame.drop("page") if "page" not in s.dimensions else frame)
         before = {s.key: slice_rows(db, s) for s in others}
         assert commit(store, target, page(["d", "e", "f", "g"], clicks=[1, 2, 3, 4]),
-                      run_id="second") == Commit(rows=4, duplicates=0)
+                      run_id="second") == Commit(rows=4, duplicates=0, outcome="replaced")
     got = slice_rows(db, target)
     assert got.select("query", "clicks").rows() == [("d", 1), ("e", 2), ("f", 3), ("g", 4)]
     for s in others:
@@ -235,36 +235,73 @@ def test_recommit_replaces_the_slice_and_leaves_other_slices_alone(db):
     assert ledger(db).height == 5
 
 
-def test_recommit_with_no_rows_empties_the_slice_but_records_it(db):
-    s = piece(days_ago(10))
+def test_an_empty_day_is_recorded_but_never_replaces_rows(db):
+    empty, full = piece(days_ago(11)), piece(days_ago(10))
     with Store(db) as store:
-        commit(store, s, page(["a", "b"]))
-        assert commit(store, s, page([])) == Commit(rows=0, duplicates=0)
-        assert store.completed([s]) == {s.key}
-    assert slice_rows(db, s).height == 0
-    assert ledger(db)["rows"].to_list() == [0]
+        assert commit(store, empty, page([])) == Commit(0, 0, "final", "new")
+        assert store.completed([empty]) == {empty.key}
+        commit(store, full, page(["a", "b"]))
+        # a final day's rows would be lost for good: the empty answer is kept out
+        assert commit(store, full, page([]), run_id="later") == Commit(0, 0, "final", "kept")
+        # an empty day takes rows when they come
+        assert commit(store, empty, page(["c"])).outcome == "replaced"
+    assert slice_rows(db, full)["query"].to_list() == ["a", "b"]
+    assert slice_rows(db, empty)["query"].to_list() == ["c"]
+    assert ledger(db).select("rows", "run_id").rows() == [(1, "run-1"), (2, "run-1")]
 
 
 # --- data state -----------------------------------------------------------------------------
 
-def test_completed_honours_the_data_state(db):
+def test_fresh_days_are_never_complete_and_final_days_are_for_any_request(db):
     fresh_day, final_day, missing_day = days_ago(3), days_ago(10), days_ago(11)
     with Store(db) as store:
         assert store.completed([]) == set()
-        commit(store, piece(fresh_day, data_state="all"), page(["a"]))
+        assert commit(store, piece(fresh_day, data_state="all"), page(["a"])).state == "fresh"
         commit(store, piece(final_day, data_state="final"), page(["b"]))
-        ask = {state: [piece(d, data_state=state) for d in (fresh_day, final_day, missing_day)]
-               for state in ("final", "all", "hourly_all")}
-        # fresh ("all") data is not final: a "final" request must fetch it again
-        assert store.completed(ask["final"]) == {piece(final_day).key}
-        # final data is complete for any request
-        assert store.completed(ask["all"]) == {piece(fresh_day).key, piece(final_day).key}
-        assert store.completed(ask["hourly_all"]) == {piece(final_day).key}
-        # the ledger key ignores data state: a final commit replaces the fresh one
-        commit(store, piece(fresh_day, data_state="final"), page(["a2"]))
-        assert store.completed(ask["final"]) == {piece(fresh_day).key, piece(final_day).key}
-    assert sorted(ledger(db)["data_state"].to_list()) == ["final", "final"]
+        for state in ("final", "all", "hourly_all"):
+            ask = [piece(d, data_state=state) for d in (fresh_day, final_day, missing_day)]
+            # fresh data is fetched again until Google calls it final
+            assert store.completed(ask) == {piece(final_day).key}
+        # the ledger key ignores data state: a final commit promotes the fresh day
+        assert commit(store, piece(fresh_day, data_state="final"), page(["a2"])) == Commit(
+            1, 0, "final", "promoted")
+        assert store.completed([piece(fresh_day)]) == {piece(fresh_day).key}
+    assert ledger(db).select("data_state", "requested").rows() == [("final", "final")] * 2
     assert slice_rows(db, piece(fresh_day))["data_state"].to_list() == ["final"]
+
+
+def test_final_rows_are_never_replaced_by_fresh_ones(db):
+    day = days_ago(5)
+    with Store(db) as store:
+        commit(store, piece(day, data_state="all"), page(["a"]))
+        assert commit(store, piece(day, data_state="all"), page(["a", "b"])).outcome == (
+            "refreshed")
+        assert commit(store, piece(day), page(["c", "d", "e"])).outcome == "promoted"
+        # the rule lives in the commit itself: whatever planned it, a fresh answer is kept out
+        kept = store.commit_slices([Staged(piece(day, data_state="all"), page(["x"]), 1, 1,
+                                           state="fresh", reason="fresh")], run_id="late")
+        assert kept == [Commit(0, 0, "final", "kept")]
+        # a re-check that comes back empty keeps the rows and is not asked again
+        recheck = Staged(piece(day), page([]), 1, 1, state="final", reason="recheck")
+        assert store.commit_slices([recheck], run_id="late")[0].outcome == "kept"
+    assert slice_rows(db, piece(day))["query"].to_list() == ["c", "d", "e"]
+    entry = ledger(db).row(0, named=True)
+    assert (entry["data_state"], entry["rows"], entry["rechecked"]) == ("final", 3, True)
+
+
+def test_a_fresh_day_records_the_marker_and_what_was_known(db):
+    day = days_ago(2)
+    with Store(db) as store:
+        store.commit_slices([Staged(piece(day, data_state="all"), page(["a"]), 1, 1,
+                                    state="fresh", first_incomplete=str(day),
+                                    newest_final=days_ago(3))], run_id="r")
+    entry = ledger(db).row(0, named=True)
+    assert (entry["data_state"], entry["requested"], entry["first_incomplete"],
+            entry["newest_final"], entry["rechecked"]) == ("fresh", "all", str(day),
+                                                            days_ago(3), False)
+    row = gsckit.open(db).status().row(0, named=True)
+    assert (row["days"], row["final_days"], row["fresh_days"], row["newest_final_day"],
+            row["google_final_through"]) == (1, 0, 1, None, days_ago(3))
 
 
 # --- Database (read side) -------------------------------------------------------------------
@@ -530,8 +567,8 @@ def test_an_old_file_is_read_as_it_is_and_upgraded_once_by_the_writer(db):
             pl.lit(None, pl.Float64).alias("position")))
     after = gsckit.open(db)
     assert after.frame().filter(pl.col("date") != days_ago(10)).equals(before)
-    assert after.days().drop("slice_id").filter(pl.col("date") != days_ago(10)).equals(
-        before_days)
+    assert after.days().select(before_days.columns).filter(pl.col("date") != days_ago(10)
+                                                           ).equals(before_days)
     assert after.frame(start=days_ago(10))["position"].to_list() == [None]
     with duckdb.connect(str(db), read_only=True) as con:
         kinds = dict(con.execute("SELECT table_name, table_type FROM information_schema.tables"
@@ -540,6 +577,59 @@ def test_an_old_file_is_read_as_it_is_and_upgraded_once_by_the_writer(db):
     snapshot = gsckit.open(db).frame()
     Store(db).close()  # opening an upgraded file changes nothing
     assert gsckit.open(db).frame().equals(snapshot) and _version(db) == str(SCHEMA_VERSION)
+
+
+def _v2_file(path: Path, entries: list[tuple[str, int, int]]) -> dict[str, str]:
+    """A version-2 file with one day per entry (requested data state, rows, days between the
+    day and its fetch); returns each day's slice key by entry index."""
+    from gsckit.store import schema
+
+    keys = {}
+    with duckdb.connect(str(path)) as con:
+        for ddl in (schema._ROWS_DDL, schema._LEDGER_V2_DDL, schema._VIEW_DDL, schema._META_DDL):
+            con.execute(ddl)
+        con.execute("INSERT INTO gsckit_meta VALUES ('schema_version', '2')")
+        for n, (state, rows, after) in enumerate(entries, start=1):
+            day = date(2026, 3, 1) + timedelta(days=n)
+            s = piece(day)
+            fetched = datetime(day.year, day.month, day.day, 20, tzinfo=UTC) + timedelta(after)
+            con.execute(f"INSERT INTO {LEDGER} VALUES (?, ?, 'web', ?, '', ?, ?, ?, 1, 1, 0, ?, "
+                        "'old', ?)", [s.key, SITE, s.dimensions_key, day, state, rows, fetched,
+                                      n])
+            for k in range(rows):
+                con.execute("INSERT INTO gsckit_rows (slice_id, query, page, clicks, "
+                            "impressions) VALUES (?, ?, 'p', 1, 2)", [n, f"q{k}"])
+            keys[s.key] = state
+    return keys
+
+
+def test_a_version_2_file_gets_day_states_that_recover_what_it_lost(db):
+    # requested state, rows, days from the day to its fetch
+    entries = [("final", 3, 2),        # final rows: final
+               ("final", 0, 0),        # empty final day fetched too early: rows lost, recovered
+               ("all", 2, 1),          # fresh data never refreshed
+               ("all", 2, 20),         # fetched long after: Google's data was final
+               ("final", 0, 30),       # an empty day long final: empty for good
+               ("hourly_all", 1, 1)]   # fresh hourly data
+    want = ["final", "fresh", "fresh", "final", "final", "fresh"]
+    _v2_file(db, entries)
+    before = gsckit.open(db).frame()
+    row = gsckit.open(db).status().row(0, named=True)
+    assert (row["final_days"], row["fresh_days"]) == (3, 3), "a reader reads states as they are"
+    assert _version(db) == "2"
+    Store(db).close()
+    assert _version(db) == str(SCHEMA_VERSION)
+    days = gsckit.open(db).days()
+    assert days["data_state"].to_list() == want
+    assert days["requested"].to_list() == [e[0] for e in entries]
+    assert days["newest_final"].null_count() == 6 and not days["rechecked"].any()
+    after = gsckit.open(db).frame()
+    assert after.drop("data_state").equals(before.drop("data_state"))
+    # the recovered days are what the next run fetches again
+    with Store(db) as store:
+        asked = [piece(date(2026, 3, 1) + timedelta(days=n)) for n in range(1, 7)]
+        done = store.completed(asked)
+    assert [s.key in done for s in asked] == [w == "final" for w in want]
 
 
 def test_a_failed_upgrade_leaves_the_old_file_as_it_was(db, monkeypatch):

@@ -23,9 +23,10 @@ from ..errors import ConfigError, StoreError
 from ..planner import Slice
 from . import schema
 from .access import busy, check_path, connect, holder
+from .days import LedgerDay, Stream, completed, read_days
 from .locks import Timeout, current_writer, reader_pass
-from .schema import LEDGER, TABLE
-from .writer import completed, local_writer, split_stops
+from .schema import FINAL, FRESH, LEDGER, TABLE
+from .writer import local_writer, split_stops
 
 if TYPE_CHECKING:
     from ..export import ExportReport
@@ -195,20 +196,31 @@ class Database:
         return plain_numbers(self._read(read))
 
     def status(self) -> pl.DataFrame:
-        """One row per stream: complete days, first and last day, days missing in between,
-        rows, last fetch."""
-        return self.sql(
-            f"SELECT site, search_type, dimensions, filters, data_state, count(*) AS days, "
+        """One row per stream: committed days, how many hold Google's final data and how many
+        fresh (partial) data, first and last day, the newest final day, days missing in
+        between, rows, last fetch, and the newest final day Google reported at the last fetch."""
+        return self._read(lambda con: plain_numbers(pl.DataFrame(con.sql(
+            f"SELECT site, search_type, dimensions, filters, count(*) AS days, "
+            f"count(*) FILTER (WHERE state = '{FINAL}') AS final_days, "
+            f"count(*) FILTER (WHERE state = '{FRESH}') AS fresh_days, "
             f"min(date) AS first_day, max(date) AS last_day, "
+            f"max(date) FILTER (WHERE state = '{FINAL}') AS newest_final_day, "
             f"date_diff('day', min(date), max(date)) + 1 - count(*) AS gaps, "
-            f"sum(rows)::BIGINT AS rows, "
-            f"max(fetched_at) AS last_fetched FROM {LEDGER} "
-            f"GROUP BY ALL ORDER BY site, search_type, dimensions, filters, data_state")
+            f"sum(rows)::BIGINT AS rows, max(fetched_at) AS last_fetched, "
+            f"max(newest_final) AS google_final_through FROM {schema.days_source(con)} "
+            f"GROUP BY ALL ORDER BY site, search_type, dimensions, filters"))))
 
     def completed(self, slices: Iterable[Slice]) -> set[str]:
         """Keys of ``slices`` already committed (same rule as the writer uses to skip days)."""
         wanted = list(slices)
         return self._read(lambda con: completed(con, wanted))
+
+    def ledger_days(self, streams: Iterable[Stream], start: date | None = None
+                    ) -> dict[Stream, dict[date, LedgerDay]]:
+        """The committed days of ``streams`` (site, search type, dimensions key, filters key),
+        each with its state: what planning and the dry run read."""
+        wanted = list(streams)
+        return self._read(lambda con: read_days(con, wanted, start))
 
     def pages_per_day(self) -> dict[tuple[str, str, str, str], float]:
         """Average pages a committed day needed, per stream: the basis of request estimates."""

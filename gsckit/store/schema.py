@@ -1,18 +1,22 @@
 """What a gsckit file holds, how to recognise one, and the steps that upgrade an older file.
 
-Physical layout (schema version 3):
+Physical layout (schema version 4):
 
 - ``gsckit_rows``: one row per API row, with only what varies inside a day slice (the dimension
   values and the four metrics) plus the slice's ``slice_id``;
 - ``gsckit_ledger``: one row per committed day slice, with what is constant inside it (site,
-  search type, dimensions, filters, date, data state, fetch time), its counts and ``slice_id``;
+  search type, dimensions, filters, date, fetch time), its counts and ``slice_id``, and its state:
+  ``data_state`` is ``final`` (Google's final data) or ``fresh`` (partial data that Google may
+  still change), ``requested`` the ``dataState`` sent, ``first_incomplete`` the first-incomplete
+  marker Google sent for a fresh day, ``newest_final`` Google's newest final day when the day was
+  fetched, ``rechecked`` whether a final day was re-fetched once by a sync's look-back;
 - ``search_analytics``: a view joining the two, with the column names and meanings users' SQL
   has always seen;
 - ``gsckit_detail``: one row per committed day slice (same ``slice_id``): the sums of its rows,
-  whether the cap cut them, and what splitting the day did (version 3);
+  whether the cap cut them, and what splitting the day did (version 4);
 - ``daily_totals``: Google's own totals per site, search type, filters and day, from a request
-  grouped by date alone (version 3);
-- ``completeness``: a view of each committed day against its totals (version 3).
+  grouped by date alone (version 4);
+- ``completeness``: a view of each committed day against its totals (version 4).
 
 Storing the slice constants once per day instead of once per row halves the insert cost and
 saves about a byte a row, and ``ctr`` is kept only where it is not ``clicks / impressions``
@@ -37,7 +41,9 @@ META = "gsckit_meta"
 DETAIL = "gsckit_detail"
 TOTALS = "daily_totals"
 COMPLETENESS = "completeness"
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
+FINAL, FRESH = "final", "fresh"
+STATES = (FINAL, FRESH)
 
 COLUMNS = ("site", "search_type", "dimensions", "filters", "date", "hour", "query", "page",
            "country", "device", "search_appearance", "clicks", "impressions", "ctr", "position",
@@ -78,8 +84,32 @@ CREATE TABLE {LEDGER} (
     duplicates INTEGER NOT NULL,
     fetched_at TIMESTAMPTZ NOT NULL,
     run_id VARCHAR NOT NULL,
+    slice_id INTEGER NOT NULL,
+    requested VARCHAR NOT NULL,
+    first_incomplete VARCHAR,
+    newest_final DATE,
+    rechecked BOOLEAN NOT NULL
+)"""
+LEDGER_COLUMNS = 18
+# the ledger as version 2 made it (the step from version 1 builds it)
+_LEDGER_V2_DDL = f"""
+CREATE TABLE {LEDGER} (
+    slice_key VARCHAR PRIMARY KEY,
+    site VARCHAR NOT NULL,
+    search_type VARCHAR NOT NULL,
+    dimensions VARCHAR NOT NULL,
+    filters VARCHAR NOT NULL,
+    date DATE NOT NULL,
+    data_state VARCHAR NOT NULL,
+    rows BIGINT NOT NULL,
+    pages INTEGER NOT NULL,
+    requests INTEGER NOT NULL,
+    duplicates INTEGER NOT NULL,
+    fetched_at TIMESTAMPTZ NOT NULL,
+    run_id VARCHAR NOT NULL,
     slice_id INTEGER NOT NULL
 )"""
+
 _VIEW_DDL = f"""
 CREATE VIEW {TABLE} AS
 SELECT l.site, l.search_type, l.dimensions, l.filters, l.date, r.hour, r.query, r.page, r.country,
@@ -118,7 +148,7 @@ CREATE TABLE {TOTALS} (
     PRIMARY KEY (site, search_type, filters, date)
 )"""
 # the completeness of each committed day; {detail} is the detail table joined {join} (for a
-# file older than version 3, an equivalent computed from its rows, see completeness_sql)
+# file older than version 4, an equivalent computed from its rows, see completeness_sql)
 _COMPLETENESS_SELECT = """
 SELECT l.site, l.search_type, l.dimensions, l.filters, l.date, l.data_state,
        l.rows, l.pages, l.requests,
@@ -146,7 +176,7 @@ LEFT JOIN {totals} AS t
  AND t.date = l.date"""
 _COMPLETENESS_DDL = f"CREATE VIEW {COMPLETENESS} AS " + _COMPLETENESS_SELECT.format(
     ledger=LEDGER, detail=DETAIL, join="USING (slice_id)", totals=TOTALS)
-# what a version 2 file knows of its committed days: their sums, and capped when an answer
+# what a version 3 file knows of its committed days: their sums, and capped when an answer
 # reached the cap (nothing was ever split)
 _DETAIL_FROM_ROWS = f"""
 SELECT l.slice_id, coalesce(r.clicks, 0) AS clicks, coalesce(r.impressions, 0) AS impressions,
@@ -173,7 +203,7 @@ _NO_TOTALS = ("(SELECT NULL::VARCHAR AS site, NULL::VARCHAR AS search_type, "
 def completeness_sql(file_version: int) -> str:
     """The query behind the ``completeness`` view, for a file of ``file_version`` (a reader
     never migrates: an older file is read through what it has, without totals)."""
-    if file_version >= 3:
+    if file_version >= 4:
         return f"SELECT * FROM {COMPLETENESS}"
     return _COMPLETENESS_SELECT.format(ledger=LEDGER, detail=_DETAIL_FROM_TABLE,
                                        join=f"USING ({_STREAM})", totals=_NO_TOTALS)
@@ -189,7 +219,7 @@ def create(con: duckdb.DuckDBPyConnection) -> None:
 
 def _v1_to_v2(con: duckdb.DuckDBPyConnection) -> None:
     """Move the slice constants out of the v1 row table into the ledger; position nullable."""
-    con.execute(_LEDGER_DDL.replace(LEDGER, "gsckit_ledger_v2", 1))
+    con.execute(_LEDGER_V2_DDL.replace(LEDGER, "gsckit_ledger_v2", 1))
     con.execute(f"INSERT INTO gsckit_ledger_v2 SELECT *, row_number() OVER (ORDER BY date, "
                 f"slice_key)::INTEGER FROM {LEDGER}")
     con.execute(_ROWS_DDL)
@@ -205,7 +235,36 @@ def _v1_to_v2(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(_VIEW_DDL)
 
 
+# a day fetched this long after it ended (Pacific) held final data whatever was asked for: Google
+# finalises within a few days, and its own recipe looks for the newest final day in the last 10
+SETTLED_DAYS = 10
+# the v2 ledger's entries as day states: its data_state was the dataState requested
+_V2_STATE = f"""CASE WHEN (data_state = '{FINAL}' AND rows > 0)
+    OR epoch(fetched_at) - 8 * 3600 >= epoch(date::TIMESTAMP) + {SETTLED_DAYS} * 86400
+    THEN '{FINAL}' ELSE '{FRESH}' END"""
+
+
 def _v2_to_v3(con: duckdb.DuckDBPyConnection) -> None:
+    """Give each day its state (final or fresh) and room for what gsckit knew when fetching.
+
+    Version 2 recorded the dataState requested, not what Google served. A day that returned rows
+    to a ``final`` request is final; so is any day fetched long after it ended. Everything else
+    becomes fresh, so the next sync or backfill fetches it again: ``all`` days that were never
+    refreshed, and the empty ``final`` days that a run made too early recorded (their rows were
+    lost, and are recovered this way).
+    """
+    con.execute(f"DROP VIEW {TABLE}")
+    con.execute(_LEDGER_DDL.replace(LEDGER, "gsckit_ledger_v3", 1))
+    con.execute(
+        f"INSERT INTO gsckit_ledger_v3 SELECT slice_key, site, search_type, dimensions, filters, "
+        f"date, {_V2_STATE}, rows, pages, requests, duplicates, fetched_at, run_id, slice_id, "
+        f"data_state, NULL, NULL, false FROM {LEDGER}")
+    con.execute(f"DROP TABLE {LEDGER}")
+    con.execute(f"ALTER TABLE gsckit_ledger_v3 RENAME TO {LEDGER}")
+    con.execute(_VIEW_DDL)
+
+
+def _v3_to_v4(con: duckdb.DuckDBPyConnection) -> None:
     """Add the completeness tables: each committed day's sums from its rows, no totals yet."""
     con.execute(_DETAIL_DDL)
     con.execute(f"INSERT INTO {DETAIL} {_DETAIL_FROM_ROWS}")
@@ -215,7 +274,8 @@ def _v2_to_v3(con: duckdb.DuckDBPyConnection) -> None:
 
 # version N -> N + 1; each runs inside the one transaction of upgrade()
 MIGRATIONS: dict[int, Callable[[duckdb.DuckDBPyConnection], None]] = {1: _v1_to_v2,
-                                                                        2: _v2_to_v3}
+                                                                      2: _v2_to_v3,
+                                                                      3: _v3_to_v4}
 
 
 def kind(con: duckdb.DuckDBPyConnection) -> str:
@@ -281,6 +341,19 @@ def upgrade(con: duckdb.DuckDBPyConnection, path: str) -> bool:
         con.execute("ROLLBACK")
         raise
     return True
+
+
+def days_source(con: duckdb.DuckDBPyConnection) -> str:
+    """A subquery of the ledger with each day's ``state`` (final or fresh), ``newest_final`` and
+    ``first_incomplete``, whatever the file's version: readers never migrate, so an older file's
+    requested data states are read as day states the way the upgrade would set them."""
+    common = ("site, search_type, dimensions, filters, date, rows, pages, requests, fetched_at, "
+              "slice_key")
+    if kind(con) != "gsckit" or version(con) >= 3:
+        return (f"(SELECT {common}, data_state AS state, newest_final, first_incomplete, "
+                f"rechecked FROM {LEDGER})")
+    return (f"(SELECT {common}, {_V2_STATE} AS state, NULL::DATE AS newest_final, "
+            f"NULL::VARCHAR AS first_incomplete, false AS rechecked FROM {LEDGER})")
 
 
 def memory_surface(con: duckdb.DuckDBPyConnection) -> None:

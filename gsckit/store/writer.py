@@ -5,6 +5,10 @@ ones and records the slice in ``gsckit_ledger`` (``INSERT OR REPLACE``). Rows th
 exactly when their ledger entry does, a re-fetch replaces (never duplicates, never leaves stale
 rows), and a crash loses at most uncommitted days.
 
+The same transaction reads the day's ledger entry first and applies the rule that protects
+Google's final data (:func:`outcome`): final rows are never replaced by fresh ones, and rows are
+never replaced by an empty answer; such an answer is *kept* out, whatever planned it.
+
 The writer keeps its DuckDB connection between commits, and lends the file to readers (see
 :mod:`.locks`) right after a commit when one asks, or when it has been idle for a while; it takes
 the file back before its next commit. Inside this process, readers use a read-only cursor on the
@@ -35,8 +39,20 @@ from ..rows import dedupe
 from ..split import RETRY_AFTER_DAYS, SplitOutcome
 from . import schema
 from .access import check_path, connect
+from .days import LedgerDay, Stream, completed, read_days
 from .locks import Timeout, WriterSide
-from .schema import COMPLETENESS, DETAIL, LEDGER, ROW_COLUMNS, ROWS, TOTALS
+from .schema import (
+    COMPLETENESS,
+    DETAIL,
+    FINAL,
+    FRESH,
+    LEDGER,
+    LEDGER_COLUMNS,
+    ROW_COLUMNS,
+    ROWS,
+    STATES,
+    TOTALS,
+)
 
 # DuckDB's row-group size. A transaction that inserts this many rows has them written straight
 # to the file, and the checkpoint then merges the short row groups each such commit leaves
@@ -65,18 +81,32 @@ _TYPES: dict[str, pl.DataType] = {"hour": pl.Datetime("us", "UTC"), "clicks": pl
                                   "position": pl.Float64()}
 
 
+# what a commit did to a day (see outcome()); "kept" wrote nothing
+NEW, REFRESHED, PROMOTED, REPLACED, KEPT = "new", "refreshed", "promoted", "replaced", "kept"
+# why a day was fetched: absent from the ledger, fresh, a final day's one re-check, or forced
+MISSING, RECHECK, FORCE = "missing", "recheck", "force"
+
+
 @dataclass(frozen=True)
 class Commit:
-    """What one slice commit wrote."""
+    """What one slice commit wrote: ``rows`` stored, in-slice ``duplicates`` dropped, the day's
+    ``state`` now and the ``outcome`` (``new``, ``refreshed``, ``promoted``, ``replaced`` or
+    ``kept``: the answer was refused and the day is unchanged)."""
 
     rows: int
     duplicates: int
+    state: str = FINAL
+    outcome: str = NEW
 
 
 @dataclass(frozen=True)
 class Staged:
     """A complete day slice waiting to be committed: its pages concatenated.
 
+    ``state`` is what the day will be recorded as (``final`` or ``fresh``; default: ``final``
+    for a ``final`` request, else ``fresh``); ``reason`` why it was fetched (``missing``,
+    ``fresh``, ``recheck``, ``force``); ``first_incomplete`` the marker Google sent for a fresh
+    day and ``newest_final`` Google's newest final day when it was fetched (``None``: unknown).
     ``capped``: rows past the API's daily cap are missing from ``frame`` (default: the frame
     reached :data:`~gsckit.planner.ROW_CAP` rows). ``split``: what splitting the day into
     partitions did (``frame`` is then their merged rows); ``split_note``: why a capped day was
@@ -87,9 +117,19 @@ class Staged:
     frame: pl.DataFrame
     pages: int
     requests: int
+    state: str | None = None
+    reason: str = MISSING
+    first_incomplete: str | None = None
+    newest_final: date | None = None
     capped: bool | None = None
     split: SplitOutcome | None = None
     split_note: str = ""
+
+    @property
+    def day_state(self) -> str:
+        if self.state is not None:
+            return self.state
+        return FINAL if self.piece.data_state == FINAL else FRESH
 
     def detail(self, frame: pl.DataFrame) -> list[Any]:
         """The ``gsckit_detail`` values (after ``slice_id``) for the stored rows ``frame``."""
@@ -102,6 +142,23 @@ class Staged:
         return [clicks, impressions, capped, split.partitions, split.capped_partitions,
                 split.unsplit_rows, split.unsplit_clicks, split.unsplit_impressions,
                 split.requests, self.split_note]
+
+
+def outcome(old_state: str | None, old_rows: int, new_state: str, new_rows: int) -> str:
+    """What committing an answer does to a day already in the ledger (the one rule).
+
+    Final rows are never replaced by fresh ones, and rows are never replaced by an empty answer
+    (a final day's rows could be lost for good, a fresh day's replaced by nothing): both are
+    ``kept``. Otherwise the day is ``new``, ``refreshed`` (fresh again), ``promoted`` (fresh to
+    final) or ``replaced`` (final again: a re-check or a forced re-fetch).
+    """
+    if old_state is None:
+        return NEW
+    if (old_state == FINAL and new_state != FINAL) or (old_rows > 0 and new_rows == 0):
+        return KEPT
+    if old_state == FINAL:
+        return REPLACED
+    return PROMOTED if new_state == FINAL else REFRESHED
 
 
 def _chunks(prepared: list[tuple[Staged, pl.DataFrame, int]]
@@ -283,8 +340,13 @@ class Store:
     # --- writing --------------------------------------------------------------------------
 
     def completed(self, slices: Iterable[Slice]) -> set[str]:
-        """Keys of ``slices`` already committed with the requested (or final) data state."""
+        """Keys of ``slices`` committed with Google's final data (fresh days are not complete)."""
         return completed(self._connection(), slices)
+
+    def days(self, streams: Iterable[Stream], start: date | None = None
+             ) -> dict[Stream, dict[date, LedgerDay]]:
+        """The ledger's days of ``streams`` (from ``start``), with their states."""
+        return read_days(self._connection(), streams, start)
 
     def completeness(self, slices: Iterable[Slice]) -> pl.DataFrame:
         """The ``completeness`` rows of the committed days among ``slices``."""
@@ -316,10 +378,9 @@ class Store:
         results: list[Commit] = []
         for chunk in _chunks(prepared):
             try:
-                self._commit_chunk(chunk, fetched_at, run_id)
+                results += self._commit_chunk(chunk, fetched_at, run_id)
             except duckdb.Error as exc:
                 raise self._failure(exc, chunk, results) from None
-            results += [Commit(rows=frame.height, duplicates=dups) for _, frame, dups in chunk]
         self._last_write = time.monotonic()
         self._protect()
         self._lend_if_wanted()
@@ -363,6 +424,9 @@ class Store:
 
     def _prepare(self, item: Staged) -> tuple[Staged, pl.DataFrame, int]:
         """De-duplicate a day and shape its rows for ``gsckit_rows``, before any transaction."""
+        if item.day_state not in STATES:
+            raise StoreError(f"cannot store {item.piece.key}: unknown day state "
+                             f"{item.day_state!r}")
         try:
             frame, duplicates = dedupe(item.frame)
             return item, _row_frame(frame), duplicates
@@ -371,15 +435,25 @@ class Store:
             raise StoreError(f"cannot store the rows of {item.piece.key}: {first}") from None
 
     def _commit_chunk(self, chunk: list[tuple[Staged, pl.DataFrame, int]],
-                      fetched_at: datetime, run_id: str) -> None:
+                      fetched_at: datetime, run_id: str) -> list[Commit]:
         con = self._connection()
         con.execute("BEGIN TRANSACTION")
+        results = []
         try:
             next_id = self._next_id
             for item, frame, duplicates in chunk:
-                piece = item.piece
-                found = con.execute(f"SELECT slice_id FROM {LEDGER} WHERE slice_key = ?",
-                                    [piece.key]).fetchall()
+                piece, state = item.piece, item.day_state
+                # read inside the transaction: the rule holds whatever planned this commit
+                found = con.execute(f"SELECT slice_id, data_state, rows FROM {LEDGER} "
+                                    "WHERE slice_key = ?", [piece.key]).fetchall()
+                old_state, old_rows = (found[0][1], int(found[0][2])) if found else (None, 0)
+                done = outcome(old_state, old_rows, state, frame.height)
+                if done == KEPT:
+                    if item.reason == RECHECK:  # asked once: a later sync does not ask again
+                        con.execute(f"UPDATE {LEDGER} SET rechecked = true WHERE slice_key = ?",
+                                    [piece.key])
+                    results.append(Commit(0, duplicates, old_state or state, KEPT))
+                    continue
                 if not found:
                     slice_id, next_id = next_id, next_id + 1
                 else:
@@ -389,17 +463,21 @@ class Store:
                     rows = frame.with_columns(pl.lit(slice_id, dtype=pl.Int32()).alias("slice_id"))
                     con.from_arrow(rows.__arrow_c_stream__()).insert_into(ROWS)
                 con.execute(
-                    f"INSERT OR REPLACE INTO {LEDGER} VALUES ({', '.join('?' * 14)})",
+                    f"INSERT OR REPLACE INTO {LEDGER} VALUES ({', '.join('?' * LEDGER_COLUMNS)})",
                     [piece.key, piece.site, piece.search_type, piece.dimensions_key,
-                     piece.filters_key, piece.day, piece.data_state, frame.height, item.pages,
-                     item.requests, duplicates, fetched_at, run_id, slice_id])
+                     piece.filters_key, piece.day, state, frame.height, item.pages,
+                     item.requests, duplicates, fetched_at, run_id, slice_id, piece.data_state,
+                     item.first_incomplete if state == FRESH else None, item.newest_final,
+                     item.reason == RECHECK])
                 con.execute(f"INSERT OR REPLACE INTO {DETAIL} VALUES ({', '.join('?' * 11)})",
                             [slice_id, *item.detail(frame)])
+                results.append(Commit(frame.height, duplicates, state, done))
             con.execute("COMMIT")
         except BaseException:
             self._rollback(con)
             raise
         self._next_id = next_id
+        return results
 
     def _rollback(self, con: duckdb.DuckDBPyConnection) -> None:
         """Undo an open transaction; a failed COMMIT has none left, an invalidated file neither.
@@ -450,18 +528,6 @@ def _row_frame(frame: pl.DataFrame) -> pl.DataFrame:
         else:
             exprs.append(pl.lit(None, dtype=_TYPES.get(col, pl.String())).alias(col))
     return frame.select(exprs)
-
-
-def completed(con: Any, slices: Iterable[Slice]) -> set[str]:
-    """Keys of ``slices`` in the ledger with the requested data state, or with final data."""
-    wanted = {s.key: s.data_state for s in slices}
-    if not wanted:
-        return set()
-    rows = con.execute(
-        f"SELECT slice_key, data_state FROM {LEDGER} WHERE slice_key IN "
-        "(SELECT unnest(?::VARCHAR[]))", [list(wanted)]).fetchall()
-    # final data is never replaced by fresher-but-partial data; "all" is upgraded to "final"
-    return {key for key, state in rows if state == "final" or state == wanted[key]}
 
 
 def split_stops(con: Any, streams: Iterable[tuple[str, str, str, str]]
