@@ -4,6 +4,7 @@ backfill, capped days split, the gain measured, splitting stopped when it gains 
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import date
 
@@ -14,7 +15,7 @@ import gsckit
 from gsckit.split import SplitOutcome
 from gsckit.store import SCHEMA_VERSION, Staged, Store
 
-from .conftest import SITE
+from .conftest import SITE, assert_matches_truth, day_range, days_ago, duplicate_keys, run, stored
 from .test_store import _v1_file, page, piece
 
 
@@ -148,3 +149,156 @@ def test_the_summary_line_and_the_completeness_command(db, capsys):
     assert main(["completeness", "--db", str(db), "--start", "2026-02-30"]) == 2
     assert "start date" in capsys.readouterr().err
     assert main(["completeness", "--db", str(db.parent / "missing.duckdb")]) == 2
+
+
+# --- the engine: capped days split, measured, stopped -----------------------------------------
+
+QP = ["query", "page"]
+
+
+def stored_day(db, day: date) -> pl.DataFrame:
+    return stored(db, SITE, day).sort(QP)
+
+
+def assert_equals_every_key(db, sim, day: date, *, share: float = 1.0) -> pl.DataFrame:
+    """The stored day against every (query, page) key the simulator has (uncapped): at least
+    ``share`` of the keys, each with its true clicks, impressions and CTR (positions to
+    rounding), no key invented, none twice."""
+    every = sim.uncapped_truth(SITE, day).sort(QP)
+    got = stored_day(db, day)
+    assert got.select(pl.struct(QP).is_duplicated().any()).item() is False
+    joined = got.join(every, on=QP, how="left", suffix="_true")
+    assert joined["clicks_true"].null_count() == 0, "a stored key the simulator does not have"
+    assert (joined["clicks"] == joined["clicks_true"]).all()
+    assert (joined["impressions"] == joined["impressions_true"]).all()
+    assert (joined["ctr"] == joined["clicks_true"] / joined["impressions_true"]).all()
+    assert ((joined["position"] - joined["position_true"]).abs() < 1e-9).all()
+    assert got.height >= share * every.height, (got.height, every.height)
+    return every
+
+
+def assert_stored_as(db, day: date, want: pl.DataFrame) -> None:
+    """The stored day holds exactly ``want``'s rows (positions to rounding: a split day's are
+    weighted back from its partitions')."""
+    got, want = stored_day(db, day), want.sort(QP)
+    exact = [c for c in got.columns if c != "position"]
+    assert got.select(exact).equals(want.select(exact))
+    assert ((got["position"] - want["position"]).abs() < 1e-9).all()
+
+
+def kinds(sim) -> dict[str, int]:
+    """The simulator's requests by kind: ``pages`` of the stream's own answers, ``partitions``
+    (filtered), ``countries`` (grouped by country) and ``date`` (grouped by date alone: daily
+    totals, Google's newest-final-day probe)."""
+    found = {"pages": 0, "partitions": 0, "countries": 0, "date": 0}
+    for record in sim.request_log:
+        if record.dimensions == ("country",):
+            found["countries"] += 1
+        elif record.dimensions == ("date",):
+            found["date"] += 1
+        elif record.filters:
+            found["partitions"] += 1
+        else:
+            found["pages"] += 1
+    return found
+
+
+async def test_an_uncapped_day_is_not_split_and_costs_only_its_pages(make_sim, db):
+    sim = await make_sim(rows_per_day=30_000)
+    [day] = day_range(12, 1)
+    report = await run(sim, db, day, day)
+    assert report.ok and report.split_days == 0 and report.split_requests == 0
+    assert_matches_truth(db, sim, [day])
+    requests = kinds(sim)
+    assert requests["pages"] == 2 and requests["partitions"] == requests["countries"] == 0
+    assert sim.stats()["requests"] == report.requests == 2 + requests["date"]
+    [row] = view(db).values()
+    assert (row["capped"], row["split"], row["partitions"]) == (False, False, 0)
+    assert report.completeness is not None and report.completeness.capped == 0
+    assert report.completeness.line().startswith("0 of 1 days capped")
+
+
+async def test_splitting_recovers_the_keys_past_the_cap_exactly(make_sim, db):
+    """The target in a shorter form: one day of 150,000 (query, page) keys, 20% anonymized."""
+    sim = await make_sim(rows_per_day=150_000, anonymized_share=0.2)
+    [day] = day_range(15, 1)
+    report = await run(sim, db, day, day, max_concurrency=4)
+    assert report.ok and report.split_days == 1
+    every = assert_equals_every_key(db, sim, day, share=0.90)
+    got = stored_day(db, day)
+    assert got["clicks"].sum() >= 0.99 * every["clicks"].sum()
+    assert duplicate_keys(db) == 0
+    unsplit = sim.ground_truth(SITE, day)
+    [row] = view(db).values()
+    assert row["split"] and row["partitions"] >= 3 + 2  # devices, then a country level
+    assert row["unsplit_rows"] == unsplit.height == 50_000
+    assert row["gained_rows"] == got.height - 50_000
+    assert row["gained_clicks"] == got["clicks"].sum() - unsplit["clicks"].sum()
+    assert row["capped"] == (row["capped_partitions"] > 0)
+    requests = kinds(sim)
+    assert row["split_requests"] == requests["partitions"] + requests["countries"]
+    assert report.split_requests == row["split_requests"]
+    assert row["pages"] == 2 and requests["pages"] == 2, "the page past the cap is not asked"
+    assert report.completeness.split == 1 and report.completeness.gained_rows > 0
+
+
+async def test_filters_applied_after_the_cap_stop_splitting(make_sim, db):
+    sim = await make_sim(rows_per_day=60_000, filters_before_cap=False)
+    days = day_range(20, 3)
+    report = await run(sim, db, days[0], days[-1], max_concurrency=1)
+    assert report.ok and report.split_days == 1
+    for day in days:  # what the cap lets through, nothing more
+        assert_stored_as(db, day, sim.ground_truth(SITE, day))
+    rows = view(db)
+    first, *later = (rows[d] for d in days)
+    assert first["split"] and first["gained_rows"] == 0 and first["gained_clicks"] == 0
+    assert first["capped"], "a split that gained nothing leaves the cap's cut"
+    assert all(r["capped"] and not r["split"] for r in later)
+    assert all(r["split_note"].startswith("splitting stopped for") for r in later)
+    summary = report.summary()
+    assert f"splitting stopped for {SITE} web (date,query,page) after {days[0]}" in summary
+    assert "applies filters after its row cap" in summary
+    assert "3 of 3 days capped" in summary
+
+    # the next run knows from the ledger: no split at all, and the report says why
+    sim.reset_stats()
+    more = day_range(16, 2)
+    again = await run(sim, db, more[0], more[-1])
+    assert again.split_days == 0 and kinds(sim)["partitions"] == 0
+    assert "splitting stopped for" in again.summary()
+    assert all(view(db)[d]["split_note"].startswith("splitting stopped") for d in more)
+    # and a dry run expects no split cost for that stream
+    dry = gsckit.preview(SITE, str(days_ago(14)), str(days_ago(13)), db=db)
+    assert dry.split_requests == 0
+
+
+async def test_a_dry_run_estimates_the_split_cost_from_the_ledger(make_sim, db):
+    sim = await make_sim(rows_per_day=60_000)
+    days = day_range(20, 2)
+    report = await run(sim, db, days[0], days[-1])
+    per_day = report.split_requests / 2
+    assert report.split_days == 2 and per_day > 0
+    ahead = gsckit.preview(SITE, str(days_ago(18)), str(days_ago(14)), db=db)
+    assert ahead.todo == 5 and ahead.split_requests == round(5 * per_day)
+    assert f"{ahead.split_requests} of them to split capped days" in ahead.summary()
+    assert gsckit.preview(SITE, str(days_ago(18)), str(days_ago(14)), db=db,
+                          split="off").split_requests == 0
+    with pytest.raises(gsckit.ConfigError, match="split must be one of auto, off"):
+        gsckit.preview(SITE, str(days_ago(18)), str(days_ago(14)), db=db, split="yes")
+
+
+@pytest.mark.parametrize("workers", [1, 16])
+async def test_split_days_keep_the_page_bound_without_deadlock(make_sim, db, workers):
+    """Two unpersisted pages for days that each split into several partitions."""
+    sim = await make_sim(rows_per_day=60_000)
+    days = day_range(20, 3)
+    config = gsckit.EngineConfig(max_concurrency=workers, max_unpersisted_pages=2)
+    report = await asyncio.wait_for(run(sim, db, days[0], days[-1], config=config), 120)
+    assert report.ok and report.split_days == 3
+    for day in days:
+        assert_equals_every_key(db, sim, day)
+    # the bound, plus the pages the oldest day in progress holds (a split day holds its
+    # own two pages and its partitions' until its commit)
+    assert report.max_unpersisted_pages <= 2 + max(view(db)[d]["split_requests"] + 2
+                                                   for d in days)
+    assert duplicate_keys(db) == 0
