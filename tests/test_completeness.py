@@ -6,7 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from datetime import date
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -15,7 +21,17 @@ import gsckit
 from gsckit.split import SplitOutcome
 from gsckit.store import SCHEMA_VERSION, Staged, Store
 
-from .conftest import SITE, assert_matches_truth, day_range, days_ago, duplicate_keys, run, stored
+from .conftest import (
+    SITE,
+    TOKEN,
+    assert_matches_truth,
+    day_range,
+    days_ago,
+    duplicate_keys,
+    run,
+    stored,
+)
+from .test_resume import ledger_consistent
 from .test_store import _v1_file, page, piece
 
 
@@ -302,3 +318,57 @@ async def test_split_days_keep_the_page_bound_without_deadlock(make_sim, db, wor
     assert report.max_unpersisted_pages <= 2 + max(view(db)[d]["split_requests"] + 2
                                                    for d in days)
     assert duplicate_keys(db) == 0
+
+
+def partition_answered(events) -> bool:
+    """Whether a day being split (not committed yet) has had a request answered since."""
+    done = {e["day"] for e in events("slice_done")}
+    started = [e for e in events("split") if e["day"] not in done]
+    return any(e["day"] == s["day"] and e["ts"] > s["ts"] for s in started
+               for e in events("request"))
+
+
+def test_a_crash_during_a_split_day_then_a_rerun_equals_the_truth(thread_sim, tmp_path):
+    """SIGKILL a real `gsckit backfill` while a day is being split: nothing of that day is
+    committed, and the re-run fetches only the days not committed, to every key."""
+    sim = thread_sim(rows_per_day=60_000, latency_s=0.08)
+    days = day_range(30, 3)
+    db, audit = tmp_path / "gsc.duckdb", tmp_path / "audit.jsonl"
+
+    def backfill(log: Path) -> subprocess.Popen:
+        return subprocess.Popen(
+            [sys.executable, "-m", "gsckit", "backfill", SITE, "--start", str(days[0]),
+             "--end", str(days[-1]), "--db", str(db), "--base-url", sim.base_url,
+             "--audit-log", str(log), "--concurrency", "2", "--no-progress", "--json"],
+            env={**os.environ, "GSC_ACCESS_TOKEN": TOKEN}, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE)
+
+    def events(kind: str) -> list[dict]:
+        lines = audit.read_text().splitlines() if audit.exists() else []
+        return [json.loads(line) for line in lines if f'"event":"{kind}"' in line]
+
+    proc = backfill(audit)
+    deadline = time.monotonic() + 60
+    # wait until a day is being split and a partition has answered
+    while proc.poll() is None and not partition_answered(events):
+        assert time.monotonic() < deadline, "no split started"
+        time.sleep(0.01)
+    splitting = {e["day"] for e in events("split")} - {e["day"] for e in events("slice_done")}
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=10)
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    assert splitting, "the kill came after the split day was committed"
+    survived = ledger_consistent(db) if db.exists() else 0
+    assert survived < len(days)
+
+    rerun = backfill(tmp_path / "audit2.jsonl")
+    out, err = rerun.communicate(timeout=120)
+    assert rerun.returncode == 0, err.decode()
+    summary = json.loads(out.decode().strip().splitlines()[-1])
+    assert summary["skipped"] == survived
+    assert summary["done"] == len(days) - survived, "only the uncommitted days are fetched"
+    assert summary["split_days"] == len(days) - survived
+    assert ledger_consistent(db) == len(days)
+    assert duplicate_keys(db) == 0
+    for day in days:
+        sim.do(assert_equals_every_key, db, sim.sim, day)
