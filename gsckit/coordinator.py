@@ -593,7 +593,7 @@ class Engine:
 
     def _abandon_split(self, day: _SliceState, error: GsckitError) -> None:
         """The API refused a partition: the day is committed with its own (capped) answer."""
-        if day.dead or day.plan is None:
+        if day.dead or day.ready or day.plan is None:
             return
         day.split_note = self.split.refused(day.piece, error)
         self._emit("split_stopped", site=day.piece.site, day=day.piece.day,
