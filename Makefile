@@ -53,6 +53,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/ingest.py
 	$(BIN)/python benchmarks/halt.py
 	$(BIN)/python benchmarks/sync_cost.py
+	$(BIN)/python benchmarks/completeness.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build dist *.egg-info

@@ -12,6 +12,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from . import explore
 from .auth import CallableToken, Credentials, GoogleCredentials, StaticToken, login
+from .completeness import Completeness
 from .config import EngineConfig, RetryPolicy, Timeouts
 from .coordinator import Report
 from .doctor import Diagnosis, doctor, doctor_async
@@ -77,6 +78,7 @@ __all__ = [
     "BadRequest",
     "CallableToken",
     "CommitError",
+    "Completeness",
     "ConfigError",
     "CredentialRefused",
     "Credentials",

@@ -48,6 +48,7 @@ from .runner import (
     preview_sync,
     sync_async,
 )
+from .split import SPLIT_MODES
 from .store import Database
 
 DEMO_SITE = "sc-domain:demo.example"
@@ -212,7 +213,16 @@ def _add_backfill(commands: Any) -> None:
                      "that every site is readable before the first data request")
     run.add_argument("--dry-run", action="store_true", help="validate and print what would be "
                      "fetched (days, requests, time at the rate limit); send and write nothing")
+    add_split_option(run)
     run.set_defaults(handler=_backfill)
+
+
+def add_split_option(parser: argparse.ArgumentParser) -> None:
+    """--split: whether days that reach the API's 50,000-row cap are fetched in partitions."""
+    parser.add_argument("--split", choices=SPLIT_MODES, default="auto",
+                        help="auto: fetch a day whose answer reaches the 50,000-row cap again "
+                        "by device, then by country, and store the merged rows (stops on a "
+                        "stream where it gains nothing); off: keep the capped answer")
 
 
 def _backfill(args: argparse.Namespace) -> int:
@@ -221,13 +231,14 @@ def _backfill(args: argparse.Namespace) -> int:
         _print_preview(preview(args.site, args.start, args.end, dimensions=args.dimensions,
                                search_type=args.search_type, data_state=args.data_state,
                                filters=args.filter, db=args.db, config=config,
-                               force=args.force), args.json)
+                               force=args.force, split=args.split), args.json)
         return EXIT_OK
     report = signals.run(backfill_async(
         args.site, args.start, args.end, dimensions=args.dimensions,
         search_type=args.search_type, data_state=args.data_state, filters=args.filter,
         db=args.db, config=config, preflight=not args.no_preflight, **credential_kwargs(args),
-        audit_log=args.audit_log, progress=not args.no_progress and "auto", force=args.force))
+        audit_log=args.audit_log, progress=not args.no_progress and "auto", force=args.force,
+        split=args.split))
     print(json.dumps(_summary(report)) if args.json else report.summary())
     return EXIT_OK if report.ok else EXIT_INCOMPLETE
 
@@ -240,7 +251,9 @@ def _summary(report: Report) -> dict[str, Any]:
             "stopped_sites": dict(report.stopped_sites), "rate_limited": report.rate_limited,
             "fresh_days": report.fresh_days, "final_days": report.final_days,
             "promoted": report.promoted, "not_final_yet": report.not_final_yet,
-            "kept": report.kept, "probes": report.probes}
+            "kept": report.kept, "probes": report.probes,
+            "split_days": report.split_days, "split_requests": report.split_requests,
+            "completeness": report.completeness.to_dict() if report.completeness else None}
 
 
 def _print_preview(plan: Preview, as_json: bool) -> None:
@@ -267,6 +280,7 @@ def _add_sync(commands: Any) -> None:
     add_db_option(run)
     add_engine_options(run)
     add_auth_options(run)
+    add_split_option(run)
     add_run_output_options(run)
     run.add_argument("--no-preflight", action="store_true", help="skip the sites.list check "
                      "that every site is readable before the first data request")
@@ -282,14 +296,15 @@ def _sync(args: argparse.Namespace) -> int:
         _print_preview(preview_sync(
             args.site, start=args.start, dimensions=args.dimensions,
             search_type=args.search_type, data_state=args.data_state, filters=args.filter,
-            lookback_days=args.lookback_days, db=args.db, config=config), args.json)
+            lookback_days=args.lookback_days, db=args.db, config=config, split=args.split),
+            args.json)
         return EXIT_OK
     report = signals.run(sync_async(
         args.site, start=args.start, dimensions=args.dimensions,
         search_type=args.search_type, data_state=args.data_state, filters=args.filter,
         lookback_days=args.lookback_days, db=args.db, config=config,
         preflight=not args.no_preflight, **credential_kwargs(args), audit_log=args.audit_log,
-        progress=not args.no_progress and "auto"))
+        progress=not args.no_progress and "auto", split=args.split))
     print(json.dumps(_summary(report)) if args.json else report.summary())
     return EXIT_OK if report.ok else EXIT_INCOMPLETE
 
@@ -325,6 +340,54 @@ def _status(args: argparse.Namespace) -> int:
         with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_width_chars=1000, fmt_str_lengths=100,
                        tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True):
             print(frame)
+    return EXIT_OK
+
+
+# --- completeness -----------------------------------------------------------------------------
+
+def _add_completeness(commands: Any) -> None:
+    report = _command(commands, "completeness", summary="how complete each committed day is",
+                      description="Measure every committed day against Google's daily totals: "
+                      "rows, pages and requests; detail clicks against the totals and the share "
+                      "hidden from the rows; whether the 50,000-row cap cut the day, whether it "
+                      "was split and what splitting gained. One line per stream, then the "
+                      "days. A reader: read-only, it waits for a running backfill's next commit.",
+                      codes=(EXIT_OK, EXIT_BAD_INPUT, EXIT_BUSY, EXIT_INTERRUPTED,
+                             EXIT_TERMINATED))
+    add_db_option(report)
+    report.add_argument("--site", help="only this property (default: every site)")
+    report.add_argument("--start", help="first day, YYYY-MM-DD (default: the first committed)")
+    report.add_argument("--end", help="last day, YYYY-MM-DD (default: the last committed)")
+    report.add_argument("--json", action="store_true", help="one JSON object per day")
+    report.set_defaults(handler=_completeness)
+
+
+def _completeness(args: argparse.Namespace) -> int:
+    from .completeness import by_stream
+    from .planner import check_day, check_site
+
+    if not 0 <= args.wait <= 86_400:
+        raise ConfigError(f"--wait must be 0..86400 seconds, got {args.wait:g}")
+    site = check_site(args.site) if args.site is not None else None
+    start = check_day(args.start, "start") if args.start is not None else None
+    end = check_day(args.end, "end") if args.end is not None else None
+    frame = Database(args.db, wait=args.wait).completeness(site, start=start, end=end)
+    if args.json:
+        for row in frame.iter_rows(named=True):
+            print(json.dumps(row, default=str))
+    elif frame.height == 0:
+        print(f"{args.db}: no committed days" + (" in that range" if start or end else " yet"))
+    else:
+        import polars as pl
+
+        for name, summary in by_stream(frame).items():
+            print(f"{name}: {summary.line()}")
+        shown = frame.select(
+            "site", "search_type", "dimensions", "date", "data_state", "rows", "requests",
+            "detail_clicks", "total_clicks", pl.col("hidden_clicks_share").round(4),
+            "capped", "split", "gained_rows", "gained_clicks")
+        with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_width_chars=220, fmt_str_lengths=30):
+            print(shown)
     return EXIT_OK
 
 
@@ -542,8 +605,9 @@ def _print_commands(header: str, lines: list[str]) -> None:
 
 # --- entry point ------------------------------------------------------------------------------
 
-COMMANDS: tuple[Callable[[Any], None], ...] = (_add_backfill, _add_sync, _add_status, _add_sim,
-                                               _add_demo, add_connect_commands, _add_export)
+COMMANDS: tuple[Callable[[Any], None], ...] = (_add_backfill, _add_sync, _add_status,
+                                               _add_completeness, _add_sim, _add_demo,
+                                               add_connect_commands, _add_export)
 
 
 def build_parser() -> argparse.ArgumentParser:

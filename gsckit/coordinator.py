@@ -10,6 +10,13 @@ always queued: the days that hold pages can always finish, so no setting of ``ma
 or of the bound can deadlock. A short or empty page ends the day, whose pages are committed
 together by the writer thread.
 
+A day whose answer reaches the API's 50,000-row cap is split (unless ``split`` says not to):
+its partitions (:mod:`gsckit.split`) are fetched by child states of the day, each paged like a
+day through the same queue, limiter, retries, pauses and page bound; the day keeps the pages of
+its own answer and of every partition it keeps until it is committed, once, after all of them
+are complete, as their merged rows. What the split gained is measured at the commit, and a
+split that gained nothing stops splitting on its stream.
+
 Sites are independent. A load-quota pause parks a site: its requests are set aside (its days in
 progress keep the pages they have) and its days not yet started wait, until a timer ends the
 pause; no worker sleeps for it, so the workers serve the other sites. Then one request probes
@@ -42,16 +49,28 @@ from typing import Any
 import polars as pl
 
 from .client import Client, Emit, QuotaExhausted, SitePaused
+from .completeness import Completeness
 from .config import EngineConfig
 from .errors import (
     AuditLogError,
+    BadRequest,
     CommitError,
     GsckitError,
     InternalError,
     RunHalted,
     StoreError,
 )
-from .planner import Slice
+from .planner import ROW_CAP, Slice
+from .rows import merge
+from .split import (
+    Partition,
+    SplitOutcome,
+    SplitPlan,
+    SplitPolicy,
+    Steps,
+    country_request,
+    next_level,
+)
 from .store import FINAL, KEPT, PROMOTED, Commit, Staged, Store
 from .store.writer import DayRecord
 
@@ -105,6 +124,10 @@ class Report:
     not_final_yet: int = 0
     kept: int = 0
     probes: int = 0
+    split_days: int = 0
+    split_requests: int = 0
+    split_notes: tuple[str, ...] = ()
+    completeness: Completeness | None = None
 
     @property
     def ok(self) -> bool:
@@ -115,6 +138,8 @@ class Report:
         data["failures"] = list(self.failures)
         data["credentials"] = list(self.credentials)
         data["stopped_sites"] = dict(self.stopped_sites)
+        data["split_notes"] = list(self.split_notes)
+        data["completeness"] = self.completeness.to_dict() if self.completeness else None
         return data
 
     def summary(self) -> str:
@@ -140,6 +165,10 @@ class Report:
             text += f"\n{self.error}"
         for note in self.credentials:
             text += f"\ncredentials: {note}"
+        if self.completeness is not None:
+            text += f"\ncompleteness: {self.completeness.line()}"
+        else:
+            text += "".join(f"\n{note}" for note in self.split_notes)
         return text
 
 
@@ -167,8 +196,13 @@ class RunPlan:
 @dataclass(eq=False)
 class _SliceState:
     """A day in progress: its pages so far. ``spare``: a page kept for its second page while it
-    is not known whether it needs one. ``dead`` once dropped (failed, or its site stopped): its
-    pages are given back and answers that still arrive for it are ignored."""
+    is not known whether it needs one. ``dead`` once dropped (failed, or its site paused or
+    stopped): its pages are given back and answers that still arrive for it are ignored.
+
+    A day being split has a ``plan`` and ``children``: one state per partition answer (or
+    country grouping) it waits for, each fetching its ``request`` and belonging to its ``day``.
+    The day holds ``kept_pages`` (``kept_rows``) of the partitions it keeps until its commit.
+    """
 
     piece: Slice
     order: int
@@ -180,10 +214,33 @@ class _SliceState:
     rows: int = 0
     closed: bool = False
     dead: bool = False
+    request: Slice | None = None
+    day: _SliceState | None = None
+    partition: Partition | None = None
+    countries: bool = False
+    plan: SplitPlan | None = None
+    children: list[_SliceState] = field(default_factory=list)
+    kept_pages: int = 0
+    kept_rows: int = 0
+    ready: bool = False
+    split_note: str = ""
+    outcome: SplitOutcome | None = None
+    merged_repeats: int = 0
+
+    @property
+    def fetch(self) -> Slice:
+        """What this state's pages ask for: the day, a partition, or a country grouping."""
+        return self.request or self.piece
+
+    @property
+    def owner(self) -> _SliceState:
+        """The day this state's pages belong to (itself, for a day)."""
+        return self.day or self
 
     def wants(self, start_row: int) -> bool:
         """Whether a page at ``start_row`` is still needed."""
-        return not (self.closed or self.dead or (self.end is not None and start_row > self.end))
+        return not (self.closed or self.dead or (self.day is not None and self.day.dead)
+                    or (self.end is not None and start_row > self.end))
 
     def complete(self, row_limit: int) -> bool:
         if self.end is None:
@@ -211,12 +268,15 @@ class Engine:
     ``prepare``, when given, is awaited first and returns the :class:`RunPlan` (it may send
     requests through the client: they count in the report, and an unrecoverable error halts the
     run like any other); otherwise the plan is ``slices`` with ``skipped`` days already done.
+    ``split`` decides which capped days are split into partitions.
     """
 
     def __init__(self, slices: Sequence[Slice] = (), *, config: EngineConfig, client: Client,
                  store: Store, emit: Emit, skipped: int = 0, run_id: str | None = None,
-                 prepare: Callable[[], Awaitable[RunPlan]] | None = None) -> None:
+                 prepare: Callable[[], Awaitable[RunPlan]] | None = None,
+                 split: SplitPolicy | None = None) -> None:
         self.config = config
+        self.split = split or SplitPolicy()
         self.client = client
         self.store = store
         self.run_id = run_id or uuid.uuid4().hex[:12]
@@ -254,6 +314,7 @@ class Engine:
         self.max_unpersisted_pages = 0
         self._done = self._failed = self._stopped_days = self._rows = self._duplicates = 0
         self._fresh = self._final = self._promoted = self._kept = 0
+        self._split_days = self._split_requests = 0
         self._failures: list[str] = []
         self._committing: tuple[list[_SliceState], Future[list[Commit]]] | None = None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gsckit-writer")
@@ -339,7 +400,9 @@ class Engine:
             stopped=self._stopped_days, stopped_sites=dict(self._stopped),
             rate_limited=self.client.rate_limited, fresh_days=self._fresh,
             final_days=self._final, promoted=self._promoted,
-            not_final_yet=self._plan.not_final_yet, kept=self._kept, probes=self._plan.probes)
+            not_final_yet=self._plan.not_final_yet, kept=self._kept, probes=self._plan.probes,
+            split_days=self._split_days, split_requests=self._split_requests,
+            split_notes=self.split.notes)
 
     async def _planned(self, prepare: Callable[[], Awaitable[RunPlan]]) -> None:
         """Await the plan, then take it on; an error that cannot be retried halts the run."""
@@ -471,7 +534,9 @@ class Engine:
             self._waiting.append((state, start_row))
 
     def _is_oldest(self, state: _SliceState) -> bool:
-        """Whether ``state`` is the oldest day in progress among the sites that may send."""
+        """Whether ``state`` (or the day it belongs to) is the oldest day in progress among the
+        sites that may send."""
+        state = state.owner
         for candidate in self._open.values():
             site = candidate.piece.site
             if site not in self._paused and site not in self._probing:
@@ -514,7 +579,7 @@ class Engine:
                 self._probed(site)  # a probe that is no longer needed proves nothing
                 continue
             try:
-                page = await self.client.fetch_page(state.piece, start_row)
+                page = await self.client.fetch_page(state.fetch, start_row)
             except SitePaused as paused:
                 self._release(1)
                 self._pause_site(site, paused.until)
@@ -529,6 +594,11 @@ class Engine:
                     self._release(1)
                     self._fail(state, start_row, exc)
                     self._probed(site)
+                    continue
+                if state.day is not None and isinstance(exc, BadRequest):
+                    self._release(1)  # a partition Google refuses: keep the day unsplit
+                    self._probed(site)
+                    self._abandon_split(state.day, exc)
                     continue
                 self._halted.set()
                 self._emit("halt", site=state.piece.site, day=state.piece.day, error=str(exc))
@@ -546,9 +616,11 @@ class Engine:
         state.pages[start_row] = frame
         state.rows += frame.height
         row_limit = self.config.row_limit
+        following = start_row + row_limit
         if frame.height >= row_limit:
             self._multi_page[state.piece.stream] = True
-            self._continue(state, start_row + row_limit)
+        if frame.height >= row_limit and not self._split_at_cap(state, following):
+            self._continue(state, following)
         else:
             state.end = start_row if state.end is None else min(state.end, start_row)
             if state.spare:
@@ -556,12 +628,110 @@ class Engine:
                 self._release(1)
         if state.complete(row_limit):
             state.closed = True
+            if state.day is not None:
+                self._part_answered(state)
+                return
             self._multi_page[state.piece.stream] = bool(state.end)
-            self._ready.append(state)
-            self._ready_event.set()
+            self._day_answered(state)
+
+    # splitting capped days ----------------------------------------------------------------------
+
+    def _split_at_cap(self, state: _SliceState, start_row: int) -> bool:
+        """Whether an answer ends at the cap without asking for the (empty) page past it: it
+        reached the cap, and will be split."""
+        if start_row < ROW_CAP:
+            return False
+        if state.day is None:
+            return self.split.applies(state.piece)
+        return state.partition is not None and not state.countries and next_level(
+            state.piece, state.partition) is not None
+
+    def _day_answered(self, day: _SliceState) -> None:
+        """A day's own answer is complete: commit it, or split it if it reached the cap."""
+        if day.rows >= ROW_CAP:
+            if self.split.applies(day.piece):
+                frames = [day.pages[s] for s in sorted(day.pages) if s <= (day.end or 0)]
+                day.plan = SplitPlan(day.piece, pl.concat(frames, how="vertical",
+                                                          rechunk=False))
+                self._emit("split", site=day.piece.site, day=day.piece.day,
+                           search_type=day.piece.search_type, rows=day.rows)
+                self._spawn(day, day.plan.begin())
+                return
+            day.split_note = self.split.why_not(day.piece)
+        self._hand_over(day)
+
+    def _spawn(self, day: _SliceState, steps: Steps) -> None:
+        """Start fetching a split day's next partitions (and country groupings); hand the day
+        to the writer once nothing is left to fetch."""
+        assert day.plan is not None
+        wanted = [(p, p.request(day.piece), False) for p in steps.partitions]
+        wanted += [(p, country_request(day.piece, p), True) for p in steps.countries]
+        for partition, request, countries in wanted:
+            child = _SliceState(day.piece, day.order, request=request, day=day,
+                                partition=partition, countries=countries)
+            day.children.append(child)
+            self._continue(child, 0)
+        if day.plan.done:
+            self._hand_over(day)
+
+    def _part_answered(self, child: _SliceState) -> None:
+        """A partition's (or country grouping's) answer is complete: the plan decides whether
+        the day keeps its rows or splits it further."""
+        day, plan, partition = child.day, child.owner.plan, child.partition
+        assert day is not None and plan is not None and partition is not None
+        frames = [child.pages[s] for s in sorted(child.pages) if s <= (child.end or 0)]
+        frame = pl.concat(frames, how="vertical", rechunk=False) if len(frames) > 1 else (
+            frames[0])
+        pages = len(child.pages)
+        child.pages.clear()
+        day.children.remove(child)
+        day.requests += child.requests
+        plan.requests += child.requests
+        if child.countries:
+            steps = plan.countries(partition, frame)
+            self._release(pages)
+        else:
+            kept = len(plan.parts)
+            steps = plan.arrived(partition, frame)
+            if len(plan.parts) > kept:
+                day.kept_pages += pages
+                day.kept_rows += frame.height
+            else:
+                self._release(pages)
+        self._spawn(day, steps)
+
+    def _abandon_split(self, day: _SliceState, error: GsckitError) -> None:
+        """The API refused a partition: the day is committed with its own (capped) answer."""
+        if day.dead or day.ready or day.plan is None:
+            return
+        day.split_note = self.split.refused(day.piece, error)
+        self._emit("split_stopped", site=day.piece.site, day=day.piece.day,
+                   search_type=day.piece.search_type, note=day.split_note)
+        self._forget_split(day)
+        self._hand_over(day)
+
+    def _forget_split(self, day: _SliceState) -> None:
+        """Drop a day's partitions (the ones held, and the answers still to come)."""
+        pages = day.kept_pages + sum(len(child.pages) for child in day.children)
+        for child in day.children:
+            child.dead = True
+            child.pages.clear()
+        day.children.clear()
+        day.plan = None
+        day.kept_pages = day.kept_rows = 0
+        self._release(pages)
+
+    def _hand_over(self, day: _SliceState) -> None:
+        """Queue a complete day for the writer."""
+        day.ready = True
+        self._ready.append(day)
+        self._ready_event.set()
 
     def _drop(self, state: _SliceState) -> None:
-        """Forget an unfinished day: its pages are given back, late answers ignored."""
+        """Forget an unfinished day: its pages (and its partitions') are given back, late
+        answers ignored."""
+        state = state.owner
+        self._forget_split(state)
         state.dead = True
         self._open.pop(state.piece.key, None)
         pages = len(state.pages) + state.spare
@@ -572,6 +742,7 @@ class Engine:
     def _fail(self, state: _SliceState, start_row: int, error: BaseException) -> None:
         if not state.wants(start_row):
             return
+        state = state.owner
         self._drop(state)
         self._failed += 1
         self._failures.append(f"{state.piece.key}: {error}")
@@ -647,7 +818,7 @@ class Engine:
             timer.cancel()
         self._probing.pop(site, None)
         self._parked.pop(site, None)
-        dropped = [s for s in self._open.values() if s.piece.site == site and not s.closed]
+        dropped = [s for s in self._open.values() if s.piece.site == site and not s.ready]
         for state in dropped:
             self._drop(state)
         waiting = self._deferred.pop(site, [])
@@ -672,10 +843,10 @@ class Engine:
                     await asyncio.wrap_future(self._pool.submit(self.store.idle))
                 continue
             group = [self._ready.popleft()]
-            rows = group[0].rows
+            rows = group[0].rows + group[0].kept_rows
             while rows < _GROUP_ROWS and self._ready:
                 group.append(self._ready.popleft())
-                rows += group[-1].rows
+                rows += group[-1].rows + group[-1].kept_rows
             future = self._pool.submit(self._commit, group)
             self._committing = (group, future)
             try:
@@ -703,7 +874,7 @@ class Engine:
     def _account(self, state: _SliceState, result: Commit) -> None:
         self._done += 1
         self._rows += result.rows
-        self._duplicates += result.duplicates
+        self._duplicates += result.duplicates + state.merged_repeats
         if result.outcome == KEPT:
             self._kept += 1
         elif result.state == FINAL:
@@ -716,10 +887,25 @@ class Engine:
         self._open.pop(piece.key, None)
         pages = len(state.pages)
         state.pages.clear()
-        self._release(pages)
+        self._release(pages + state.kept_pages)
+        outcome = state.outcome
+        extra: dict[str, Any] = {}
+        if outcome is not None:
+            self._split_days += 1
+            self._split_requests += outcome.requests
+            extra = {"partitions": outcome.partitions, "gained_rows": outcome.gained_rows,
+                     "gained_clicks": outcome.gained_clicks, "split_requests": outcome.requests}
+        elif state.split_note:
+            extra = {"capped": True, "split_note": state.split_note}
         self._emit("slice_done", site=piece.site, day=piece.day, search_type=piece.search_type,
                    rows=result.rows, pages=pages, requests=state.requests,
-                   duplicates=result.duplicates, state=result.state, outcome=result.outcome)
+                   duplicates=result.duplicates, state=result.state, outcome=result.outcome,
+                   **extra)
+        if outcome is not None:
+            note = self.split.measured(piece, outcome)
+            if note is not None:
+                self._emit("split_stopped", site=piece.site, day=piece.day,
+                           search_type=piece.search_type, note=note)
         self._finished_one()
 
     def _commit(self, group: list[_SliceState]) -> list[Commit]:
@@ -727,15 +913,25 @@ class Engine:
         for state in group:
             assert state.end is not None
             frames = [state.pages[s] for s in sorted(state.pages) if s <= state.end]
+            pages = len(frames)
+            record = self._plan.records.get(state.piece.key)
+            recorded: dict[str, Any] = {} if record is None else {
+                "state": record.state, "reason": record.reason,
+                "first_incomplete": record.first_incomplete, "newest_final": record.newest_final}
+            if state.plan is not None:
+                # a split day: the merged partitions, measured against its own answer
+                frame, state.merged_repeats = merge(state.plan.parts)
+                state.outcome = state.plan.outcome(frame)
+                # a split that gained nothing shows Google capped before filtering: the rows
+                # past the cap are still missing
+                capped = state.outcome.capped_partitions > 0 or state.outcome.gained_nothing
+                staged.append(Staged(state.piece, frame, pages, state.requests, capped=capped,
+                                     split=state.outcome, **recorded))
+                continue
             frame = pl.concat(frames, how="vertical", rechunk=False) if len(frames) > 1 else (
                 frames[0])
-            record = self._plan.records.get(state.piece.key)
-            if record is None:
-                staged.append(Staged(state.piece, frame, len(frames), state.requests))
-            else:
-                staged.append(Staged(state.piece, frame, len(frames), state.requests,
-                                     record.state, record.reason, record.first_incomplete,
-                                     record.newest_final))
+            staged.append(Staged(state.piece, frame, pages, state.requests,
+                                 split_note=state.split_note, **recorded))
         return self.store.commit_slices(staged, run_id=self.run_id)
 
     # the gauge ----------------------------------------------------------------------------------

@@ -223,6 +223,7 @@ class StreamPreview:
     plan: StreamPlan
     pages_per_day: float
     probe: bool
+    stream: Stream
 
 
 def preview_streams(scope: Scope, database: Database | None) -> list[StreamPreview]:
@@ -241,6 +242,6 @@ def preview_streams(scope: Scope, database: Database | None) -> list[StreamPrevi
                                           if scope.needs_probe(ledger)
                                           else Freshness.settled(scope.today))
     return [StreamPreview(site, search_type, plan, history.get(stream, 1.0),
-                          scope.needs_probe(ledgers.get(stream, {})))
+                          scope.needs_probe(ledgers.get(stream, {})), stream)
             for site, search_type, stream, plan in decide(scope, ledgers, freshness)]
 

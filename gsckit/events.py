@@ -24,7 +24,8 @@ from .config import check_writable
 from .errors import AuditLogError, ConfigError
 
 EVENT_KINDS = ("freshness", "run_start", "request", "retry", "slowdown", "pause", "resume",
-               "site_stopped", "slice_done", "slice_failed", "qpm", "halt", "run_end")
+               "site_stopped", "slice_done", "slice_failed", "qpm", "halt", "run_end", "split",
+               "split_stopped", "totals")
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,6 +27,7 @@ DATA_STATES = ("final", "all", "hourly_all")
 OPERATORS = ("equals", "notEquals", "contains", "notContains", "includingRegex", "excludingRegex")
 DEVICES = ("DESKTOP", "MOBILE", "TABLET")
 RETENTION_MONTHS = 16
+ROW_CAP = 50_000  # Google: "a maximum of 50K rows of data per day per search type"
 HOURLY_DAYS = 10
 DEFAULT_DIMENSIONS = ("date", "query", "page")
 # Google: "queries and positions are not supported by the Google Discover report ... if an

@@ -16,23 +16,36 @@ import contextlib
 import dataclasses
 import os
 import sys
-from collections.abc import Coroutine, Iterable
+from collections.abc import Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
+import duckdb
+
 from . import auth
 from .auth.pool import CredentialPool
 from .client import Client, limiter_keys, shared_limiter
+from .completeness import Completeness
 from .config import EngineConfig, check_writable
 from .coordinator import Engine, Report
 from .dayplan import Scope, plan_run, preview_streams
-from .errors import ConfigError
+from .errors import ConfigError, GsckitError, RunHalted
 from .events import AuditLog, Emitter, Listener
-from .planner import HOURLY_DAYS, Filter, Query, earliest_day, make_query, pacific_today
+from .planner import (
+    HOURLY_DAYS,
+    Filter,
+    Query,
+    Slice,
+    earliest_day,
+    make_query,
+    pacific_today,
+    plan,
+)
 from .sites import preflight as check_access
+from .split import SPLIT_MODES, SplitPolicy, gained_nothing, stream_name
 from .store import FORCE, FRESH, MISSING, RECHECK, Database, Store
 
 T = TypeVar("T")
@@ -81,17 +94,22 @@ class Preview:
     newest_final: str | None = None
     estimated: bool = False
     streams: tuple[dict[str, Any], ...] = field(default=())
+    split_requests: int = 0
 
     def summary(self) -> str:
         minutes = self.min_seconds / 60
         reasons = ", ".join(f"{count} {what}" for count, what in (
             (self.missing, "missing"), (self.fresh, "fresh"), (self.recheck, "re-check"),
             (self.forced, "forced")) if count)
+        split = (f" ({self.split_requests} of them to split capped days, from the ledger's "
+                 "history)"
+                 if self.split_requests else "")
         text = (f"{self.slices} days planned over {self.sites} site(s): {self.skipped} already "
                 f"complete, {self.todo} to fetch{f' ({reasons})' if reasons else ''}"
                 f"{f', {self.not_final_yet} not final yet' if self.not_final_yet else ''}; "
                 f"about {self.requests} requests"
                 f"{f' ({self.probes} to ask for the newest final day)' if self.probes else ''}"
+                f"{split}"
                 f", at least {minutes:.1f} min at the rate limit")
         if self.estimated:
             text += (f"\nGoogle's newest final day taken as {self.newest_final}, estimated from "
@@ -105,10 +123,15 @@ class Preview:
         return text
 
 
-def _preview(scope: Scope, db: str | os.PathLike[str], config: EngineConfig | None) -> Preview:
+def _preview(scope: Scope, db: str | os.PathLike[str], config: EngineConfig | None,
+             split: str) -> Preview:
     cfg = config or EngineConfig()
+    check_split(split)
     database = Database(db, wait=cfg.db_wait_s) if Path(db).exists() else None
     previews = preview_streams(scope, database)
+    splits = ({} if database is None or split != "auto" else
+              database.split_requests_per_day({stream for _, _, stream in scope.streams()}))
+    split_requests = 0.0
     counts = dict.fromkeys(_REASONS, 0)
     requests = 0.0
     streams = []
@@ -120,6 +143,7 @@ def _preview(scope: Scope, db: str | os.PathLike[str], config: EngineConfig | No
             by_reason.setdefault(task.reason, []).append(task.day)
             counts[task.reason] += 1
         requests += item.pages_per_day * len(plan.fetch)
+        split_requests += splits.get(item.stream, 0.0) * len(plan.fetch)
         streams.append({"site": item.site, "search_type": item.search_type,
                         **{reason: _spans(days) for reason, days in by_reason.items()},
                         "not_final_yet": _spans(plan.not_final_yet)})
@@ -129,7 +153,7 @@ def _preview(scope: Scope, db: str | os.PathLike[str], config: EngineConfig | No
     todo = sum(counts.values())
     skipped = sum(len(p.plan.complete) for p in previews)
     not_final = sum(len(p.plan.not_final_yet) for p in previews)
-    total = round(requests) + probes
+    total = round(requests) + round(split_requests) + probes
     # one credential carries every request, so its window is the binding limit
     min_seconds = total * cfg.qpm_window_s / cfg.qpm
     return Preview(slices=todo + skipped + not_final, skipped=skipped, todo=todo,
@@ -137,7 +161,8 @@ def _preview(scope: Scope, db: str | os.PathLike[str], config: EngineConfig | No
                    sites=len(scope.query.sites), missing=counts[MISSING], fresh=counts[FRESH],
                    recheck=counts[RECHECK], forced=counts[FORCE], not_final_yet=not_final,
                    probes=probes, newest_final=str(min(newest)) if newest else None,
-                   estimated=probes > 0, streams=tuple(streams))
+                   estimated=probes > 0, streams=tuple(streams),
+                   split_requests=round(split_requests))
 
 
 def preview(
@@ -152,16 +177,18 @@ def preview(
     db: str | os.PathLike[str] = "gsc.duckdb",
     config: EngineConfig | None = None,
     force: bool = False,
+    split: str = "auto",
     today: date | None = None,
 ) -> Preview:
     """A dry run of :func:`backfill_async` with the same arguments: validate, read the ledger,
-    and estimate requests (pages per day from each stream's history, else one) and time at the
-    rate limit. Sends nothing and writes nothing; needs no credentials. Google's newest final
+    and estimate requests (pages per day from each stream's history, else one; with
+    ``split="auto"`` plus what splitting capped days cost per day in that history) and time at
+    the rate limit. Sends nothing and writes nothing; needs no credentials. Google's newest final
     day is estimated from the ledger and the date (see :class:`Preview`)."""
     today = today or pacific_today()
     query = make_query(site, start, end, dimensions=dimensions, search_type=search_type,
                        data_state=data_state, filters=filters, today=today)
-    return _preview(Scope(query, today, force=force), db, config)
+    return _preview(Scope(query, today, force=force), db, config, split)
 
 
 def _sync_scope(site: str | Iterable[str], start: date | str | None,
@@ -199,6 +226,7 @@ def preview_sync(
     lookback_days: int = DEFAULT_LOOKBACK_DAYS,
     db: str | os.PathLike[str] = "gsc.duckdb",
     config: EngineConfig | None = None,
+    split: str = "auto",
     today: date | None = None,
 ) -> Preview:
     """A dry run of :func:`sync_async` with the same arguments: what it would fetch and why
@@ -206,7 +234,14 @@ def preview_sync(
     the ledger and the date; writes nothing; needs no credentials."""
     scope = _sync_scope(site, start, dimensions, search_type, data_state, filters,
                         lookback_days, today)
-    return _preview(scope, db, config)
+    return _preview(scope, db, config, split)
+
+
+def check_split(split: object) -> str:
+    """Return ``split`` if it is ``auto`` or ``off``, else raise :class:`ConfigError`."""
+    if split not in SPLIT_MODES:
+        raise ConfigError(f"split must be one of {', '.join(SPLIT_MODES)}, got {split!r}")
+    return str(split)
 
 
 async def backfill_async(
@@ -232,6 +267,7 @@ async def backfill_async(
     progress: bool | str = "auto",
     listeners: Iterable[Listener] = (),
     force: bool = False,
+    split: str = "auto",
     today: date | None = None,
 ) -> Report:
     """Backfill Search Analytics data for ``site`` from ``start`` to ``end`` into ``db``.
@@ -240,12 +276,14 @@ async def backfill_async(
     days are fetched again. When the range reaches the last 10 days, one request per site and
     search type first asks Google for its newest final day: a day after it is never recorded as
     final (with ``data_state="final"`` it is counted as not final yet and left alone; with
-    ``"all"`` it is committed as fresh, and replaced by its final figures by a later run).
-    ``credentials`` may be a list of files: a pool whose per-user quotas add up. Unless
-    ``preflight=False``, one ``sites.list`` per credential checks every site is readable before
-    anything is written. Returns a :class:`Report`; raises :class:`ConfigError` for bad input
-    (nothing sent, nothing written) and :class:`RunHalted` when an unrecoverable error stopped
-    the run (completed days are kept).
+    ``"all"`` it is committed as fresh, and replaced by its final figures by a later run). A day
+    whose answer reaches the API's 50,000-row cap is fetched again in partitions (by device,
+    then by country) and stored as their merged rows, unless ``split="off"``; the report's
+    ``completeness`` says what that recovered. ``credentials`` may be a list of files: a pool
+    whose per-user quotas add up. Unless ``preflight=False``, one ``sites.list`` per credential
+    checks every site is readable before anything is written. Returns a :class:`Report`; raises
+    :class:`ConfigError` for bad input (nothing sent, nothing written) and :class:`RunHalted`
+    when an unrecoverable error stopped the run (completed days are kept).
     """
     today = today or pacific_today()
     query = make_query(site, start, end, dimensions=dimensions, search_type=search_type,
@@ -255,7 +293,7 @@ async def backfill_async(
         impersonate=impersonate, preflight=preflight, config=config,
         max_concurrency=max_concurrency, qpm=qpm, qpm_window_s=qpm_window_s,
         base_url=base_url, audit_log=audit_log, progress=progress, listeners=listeners,
-        kind="backfill")
+        split=split, kind="backfill")
 
 
 async def sync_async(
@@ -280,6 +318,7 @@ async def sync_async(
     audit_log: str | os.PathLike[str] | None = None,
     progress: bool | str = "auto",
     listeners: Iterable[Listener] = (),
+    split: str = "auto",
     today: date | None = None,
 ) -> Report:
     """Bring ``db`` up to date for ``site``: the incremental job for cron or a scheduled notebook.
@@ -300,7 +339,7 @@ async def sync_async(
         scope, db=db, token=token, credentials=credentials, impersonate=impersonate,
         preflight=preflight, config=config, max_concurrency=max_concurrency, qpm=qpm,
         qpm_window_s=qpm_window_s, base_url=base_url, audit_log=audit_log, progress=progress,
-        listeners=listeners, kind="sync")
+        listeners=listeners, split=split, kind="sync")
 
 
 async def _execute(
@@ -310,7 +349,7 @@ async def _execute(
     preflight: bool, config: EngineConfig | None, max_concurrency: int | None,
     qpm: int | None, qpm_window_s: float | None, base_url: str | None,
     audit_log: str | os.PathLike[str] | None, progress: bool | str,
-    listeners: Iterable[Listener], kind: str,
+    listeners: Iterable[Listener], split: str, kind: str,
 ) -> Report:
     """Check the settings, credentials and database, then run the engine on ``scope``."""
     query: Query = scope.query
@@ -318,6 +357,7 @@ async def _execute(
                  ("qpm_window_s", qpm_window_s), ("base_url", base_url))
     overrides: dict[str, Any] = {k: v for k, v in shortcuts if v is not None}
     cfg = dataclasses.replace(config or EngineConfig(), **overrides)
+    check_split(split)
     members = auth.resolve_all(token, credentials, impersonate=impersonate)
     if audit_log is not None:  # before the store, which creates the database file
         check_writable(audit_log, "audit log")
@@ -342,15 +382,42 @@ async def _execute(
                 for creds in members:
                     print(f"gsckit: credentials: {creds.source}", file=sys.stderr)
             pool = CredentialPool(members, access.serving if access else None, emitter)
+            streams = {stream for _, _, stream in scope.streams()}
+            policy = split_policy(store, split, streams)
+            days = plan(query)
             async with Client(cfg, pool, limiter, emitter) as client:
                 engine = Engine(config=cfg, client=client, store=store, emit=emitter,
                                 prepare=partial(plan_run, scope, client=client, store=store,
-                                                emit=emitter))
-                return await engine.run()
+                                                emit=emitter), split=policy)
+                try:
+                    report = await engine.run()
+                except RunHalted as exc:
+                    raise RunHalted(exc.cause, _measured(exc.report, store, days)) from None
+                return _measured(report, store, days)
         finally:
             for closer in closers:
                 closer.close()
             store.close()
+
+
+def split_policy(store: Store, split: str, streams: set[tuple[str, str, str, str]]
+                 ) -> SplitPolicy:
+    """The run's :class:`SplitPolicy`: ``split``, with the streams whose last split gained
+    nothing (in the ledger) already stopped."""
+    if split != "auto":
+        return SplitPolicy(split)
+    stops = store.split_stops(streams)
+    return SplitPolicy(split, {stream: gained_nothing(stream_name(stream), day, parts)
+                               for stream, (day, parts) in stops.items()})
+
+
+def _measured(report: Report, store: Store, slices: Sequence[Slice]) -> Report:
+    """``report`` with the completeness of the run's days (committed before or now)."""
+    try:
+        frame = store.completeness(slices)
+    except (GsckitError, duckdb.Error):
+        return report  # the file failed the run already; the report says why
+    return dataclasses.replace(report, completeness=Completeness.of(frame, report.split_notes))
 
 
 def backfill(*args: Any, **kwargs: Any) -> Report:

@@ -19,7 +19,8 @@ def test_all_is_sorted_complete_and_reports_the_gsckit_module():
         "annotations", "auth", "cli", "cli_connect", "client", "config", "coordinator", "errors",
         "events", "jobs", "dayplan", "freshness",
         "parse", "planner", "progress", "ratelimit", "runner", "store", "version",
-        "PackageNotFoundError", "sim", "signals", "export"}
+        "PackageNotFoundError", "sim", "signals", "export", "completeness", "rows", "split",
+        "totals"}
     assert gsckit.__all__ == sorted(gsckit.__all__)
     assert set(gsckit.__all__) - {"__version__"} == public
     for name in gsckit.__all__:

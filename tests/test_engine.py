@@ -35,7 +35,8 @@ PAGING = {
 async def test_paging_is_exact_at_page_and_cap_boundaries(make_sim, db, rows):
     sim = await make_sim(rows_per_day=rows)
     [day] = day_range(10, 1)
-    report = await run(sim, db, day, day)
+    # paging as such: a capped day is kept as it is (splitting is tested in test_completeness)
+    report = await run(sim, db, day, day, split="off")
     exposed, requests = PAGING[rows]
     assert assert_matches_truth(db, sim, [day]) == exposed
     assert report.rows == exposed and report.done == 1
@@ -70,8 +71,11 @@ async def test_sequential_mode_gives_the_same_table_as_eight_workers(make_sim, t
     sim = await make_sim(rows_per_day=lambda site, t, day: 20_000 + day.toordinal() % 9 * 4_000,
                          latency_s=0.01)
     days = day_range(30, 8)
-    one = await run(sim, tmp_path / "one.duckdb", days[0], days[-1], max_concurrency=1)
-    eight = await run(sim, tmp_path / "eight.duckdb", days[0], days[-1], max_concurrency=8)
+    # days over the cap are kept capped, as the ground truth is (splitting: test_completeness)
+    one = await run(sim, tmp_path / "one.duckdb", days[0], days[-1], max_concurrency=1,
+                    split="off")
+    eight = await run(sim, tmp_path / "eight.duckdb", days[0], days[-1], max_concurrency=8,
+                      split="off")
     assert one.ok and eight.ok and one.rows == eight.rows > 0
     assert table_snapshot(tmp_path / "one.duckdb").equals(table_snapshot(tmp_path / "eight.duckdb"))
     assert_matches_truth(tmp_path / "one.duckdb", sim, days)

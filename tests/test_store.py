@@ -454,7 +454,7 @@ def test_a_commit_that_hits_a_file_size_limit_halts_with_the_cause_and_resumes(
     days = day_range(40, 12)
     db = tmp_path / "gsc.duckdb"
     Store(db).close()
-    limit = db.stat().st_size + 1_500_000
+    limit = db.stat().st_size + 2_500_000
     rerun = "rerun" if wal != "-" else "once"
     proc = subprocess.run([sys.executable, "-c", FSIZE_CHILD, sim.base_url, str(db),
                            str(days[0]), str(days[-1]), str(limit), wal, rerun],

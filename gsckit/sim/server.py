@@ -45,7 +45,9 @@ _DEFAULT_DIMENSIONS = ("date", "query", "page")
 @dataclass
 class RequestRecord:
     """One searchAnalytics query request as the server saw it (``token_id``, never the token);
-    ``day`` and ``end_day`` are its startDate and endDate, ``search_type`` its type."""
+    ``day`` and ``end_day`` are its startDate and endDate, ``search_type`` its type;
+    ``dimensions`` and ``filters`` what it grouped and filtered by (a filter as ``(dimension,
+    operator, expression)``)."""
 
     arrived: float
     finished: float = 0.0
@@ -60,6 +62,8 @@ class RequestRecord:
     status: int | None = None
     rows: int = 0
     fault: str | None = None
+    dimensions: tuple[str, ...] = ()
+    filters: tuple[tuple[str, str, str], ...] = ()
 
 
 class _Window:
@@ -522,6 +526,8 @@ class Simulator:
         record.day, record.end_day, record.data_state = query.start, query.end, query.data_state
         record.search_type = query.search_type
         record.start_row, record.row_limit = query.start_row, query.row_limit
+        record.dimensions = query.dimensions
+        record.filters = tuple((f.dimension, f.operator, f.expression) for f in query.filters)
         record.status, record.rows = 200, rows
         response = web.Response(text=text, content_type="application/json", charset="UTF-8")
         return response, (query, version)

@@ -26,7 +26,7 @@ from .access import busy, check_path, connect, holder, in_utc
 from .days import LedgerDay, Stream, completed, read_days
 from .locks import Timeout, current_writer, reader_pass
 from .schema import FINAL, FRESH, LEDGER, TABLE
-from .writer import local_writer
+from .writer import local_writer, split_stops
 
 if TYPE_CHECKING:
     from ..export import ExportReport
@@ -50,6 +50,27 @@ def plain_numbers(frame: pl.DataFrame) -> pl.DataFrame:
         if whole or isinstance(dtype, pl.Decimal):
             casts.append(frame.get_column(name).cast(pl.Float64))
     return frame.with_columns(casts) if casts else frame
+
+
+def _where(site: str | None, start: date | str | None, end: date | str | None,
+           search_type: str | None, dimensions: str | Sequence[str] | None
+           ) -> tuple[str, list[Any]]:
+    """A WHERE clause (or '') and its parameters narrowing a stream's columns and dates."""
+    where, params = [], []
+    for column, value in (("site", site), ("search_type", search_type)):
+        if value is not None:
+            where.append(f"{column} = ?")
+            params.append(value)
+    if dimensions is not None:
+        where.append("dimensions = ?")
+        params.append(dimensions if isinstance(dimensions, str) else ",".join(dimensions))
+    if start is not None:
+        where.append("date >= ?::DATE")
+        params.append(str(start))
+    if end is not None:
+        where.append("date <= ?::DATE")
+        params.append(str(end))
+    return (f" WHERE {' AND '.join(where)}" if where else ""), params
 
 
 def _check_read_only(query: str) -> None:
@@ -143,23 +164,37 @@ class Database:
               dimensions: str | Sequence[str] | None = None) -> pl.DataFrame:
         """Rows of ``search_analytics``, optionally narrowed to a site, a date range, a search
         type and a dimension set; ordered by date then clicks."""
-        where, params = [], []
-        for column, value in (("site", site), ("search_type", search_type)):
-            if value is not None:
-                where.append(f"{column} = ?")
-                params.append(value)
-        if dimensions is not None:
-            where.append("dimensions = ?")
-            params.append(dimensions if isinstance(dimensions, str) else ",".join(dimensions))
-        if start is not None:
-            where.append("date >= ?::DATE")
-            params.append(str(start))
-        if end is not None:
-            where.append("date <= ?::DATE")
-            params.append(str(end))
-        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        clause, params = _where(site, start, end, search_type, dimensions)
         return self.sql(f"SELECT * FROM {TABLE}{clause} ORDER BY date, clicks DESC, query, page",
                         params)
+
+    def completeness(self, site: str | None = None, *, start: date | str | None = None,
+                     end: date | str | None = None, search_type: str | None = None,
+                     dimensions: str | Sequence[str] | None = None) -> pl.DataFrame:
+        """How complete each committed day is: one row per stream and day (the ``completeness``
+        view), optionally narrowed like :meth:`frame`; ordered by stream, then date.
+
+        Columns: the stream (``site``, ``search_type``, ``dimensions``, ``filters``), ``date``,
+        ``data_state``; ``rows``, ``pages``, ``requests``; ``detail_clicks`` and
+        ``detail_impressions`` (the sums of the stored rows) against Google's daily totals
+        (``total_clicks``, ``total_impressions``, ``total_ctr``, ``total_position``,
+        ``totals_data_state``; null until recorded); ``hidden_clicks_share`` and
+        ``hidden_impressions_share`` (1 - detail / total); ``capped`` (rows past the API's
+        50,000-row cap are missing: an answer stored for the day reached it); ``split``,
+        ``partitions``, ``capped_partitions`` (the day was fetched in parts, and how many of
+        them still reached the cap); ``unsplit_rows``, ``unsplit_clicks``, ``gained_rows``,
+        ``gained_clicks`` (the day's own capped answer, and what splitting added to it);
+        ``split_requests``; ``split_note`` (why a capped day was not split).
+        """
+        clause, params = _where(site, start, end, search_type, dimensions)
+        order = " ORDER BY site, search_type, dimensions, filters, date"
+
+        def read(con: Any) -> pl.DataFrame:
+            body = schema.completeness_sql(schema.version(con))
+            return pl.DataFrame(con.sql(f"SELECT * FROM ({body}){clause}{order}",
+                                        params=params or None))
+
+        return plain_numbers(self._read(read))
 
     def status(self) -> pl.DataFrame:
         """One row per stream: committed days, how many hold Google's final data and how many
@@ -193,6 +228,26 @@ class Database:
         frame = self.sql(f"SELECT site, search_type, dimensions, filters, avg(pages) AS pages "
                          f"FROM {LEDGER} GROUP BY ALL")
         return {(r[0], r[1], r[2], r[3]): float(r[4]) for r in frame.iter_rows()}
+
+    def split_requests_per_day(self, streams: Iterable[tuple[str, str, str, str]]
+                               ) -> dict[tuple[str, str, str, str], float]:
+        """What splitting capped days cost per committed day, per stream of ``streams`` (the
+        basis of a dry run's estimate): 0 for a stream whose last split gained nothing."""
+        wanted = set(streams)
+
+        def read(con: Any) -> dict[tuple[str, str, str, str], float]:
+            if schema.version(con) < 4:
+                return {}
+            stopped = split_stops(con, wanted)
+            rows = con.execute(
+                f"SELECT l.site, l.search_type, l.dimensions, l.filters, "
+                f"avg(coalesce(d.split_requests, 0)) FROM {LEDGER} AS l LEFT JOIN "
+                f"{schema.DETAIL} AS d USING (slice_id) GROUP BY ALL").fetchall()
+            return {(r[0], r[1], r[2], r[3]): float(r[4]) for r in rows
+                    if (r[0], r[1], r[2], r[3]) in wanted
+                    and (r[0], r[1], r[2], r[3]) not in stopped}
+
+        return self._read(read)
 
     def days(self, site: str | None = None) -> pl.DataFrame:
         """The ledger: one row per committed day slice."""

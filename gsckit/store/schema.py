@@ -1,6 +1,6 @@
 """What a gsckit file holds, how to recognise one, and the steps that upgrade an older file.
 
-Physical layout (schema version 3):
+Physical layout (schema version 4):
 
 - ``gsckit_rows``: one row per API row, with only what varies inside a day slice (the dimension
   values and the four metrics) plus the slice's ``slice_id``;
@@ -11,7 +11,12 @@ Physical layout (schema version 3):
   marker Google sent for a fresh day, ``newest_final`` Google's newest final day when the day was
   fetched, ``rechecked`` whether a final day was re-fetched once by a sync's look-back;
 - ``search_analytics``: a view joining the two, with the column names and meanings users' SQL
-  has always seen.
+  has always seen;
+- ``gsckit_detail``: one row per committed day slice (same ``slice_id``): the sums of its rows,
+  whether the cap cut them, and what splitting the day did (version 4);
+- ``daily_totals``: Google's own totals per site, search type, filters and day, from a request
+  grouped by date alone (version 4);
+- ``completeness``: a view of each committed day against its totals (version 4).
 
 Storing the slice constants once per day instead of once per row halves the insert cost and
 saves about a byte a row, and ``ctr`` is kept only where it is not ``clicks / impressions``
@@ -27,12 +32,16 @@ from collections.abc import Callable
 import duckdb
 
 from ..errors import ConfigError
+from ..planner import ROW_CAP
 
 TABLE = "search_analytics"
 ROWS = "gsckit_rows"
 LEDGER = "gsckit_ledger"
 META = "gsckit_meta"
-SCHEMA_VERSION = 3
+DETAIL = "gsckit_detail"
+TOTALS = "daily_totals"
+COMPLETENESS = "completeness"
+SCHEMA_VERSION = 4
 FINAL, FRESH = "final", "fresh"
 STATES = (FINAL, FRESH)
 
@@ -108,11 +117,102 @@ SELECT l.site, l.search_type, l.dimensions, l.filters, l.date, r.hour, r.query, 
        coalesce(r.ctr, r.clicks / r.impressions) AS ctr, r.position, l.data_state, l.fetched_at
 FROM {ROWS} AS r JOIN {LEDGER} AS l USING (slice_id)"""
 _META_DDL = f"CREATE TABLE {META} (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)"
+# partitions is 0 for a day fetched whole; the unsplit_* columns are NULL then
+_DETAIL_DDL = f"""
+CREATE TABLE {DETAIL} (
+    slice_id INTEGER PRIMARY KEY,
+    clicks BIGINT NOT NULL,
+    impressions BIGINT NOT NULL,
+    capped BOOLEAN NOT NULL,
+    partitions INTEGER NOT NULL,
+    capped_partitions INTEGER NOT NULL,
+    unsplit_rows BIGINT,
+    unsplit_clicks BIGINT,
+    unsplit_impressions BIGINT,
+    split_requests INTEGER NOT NULL,
+    split_note VARCHAR NOT NULL
+)"""
+_TOTALS_DDL = f"""
+CREATE TABLE {TOTALS} (
+    site VARCHAR NOT NULL,
+    search_type VARCHAR NOT NULL,
+    filters VARCHAR NOT NULL,
+    date DATE NOT NULL,
+    data_state VARCHAR NOT NULL,
+    clicks BIGINT NOT NULL,
+    impressions BIGINT NOT NULL,
+    ctr DOUBLE,
+    position DOUBLE,
+    fetched_at TIMESTAMPTZ NOT NULL,
+    run_id VARCHAR NOT NULL,
+    PRIMARY KEY (site, search_type, filters, date)
+)"""
+# the completeness of each committed day; {detail} is the detail table joined {join} (for a
+# file older than version 4, an equivalent computed from its rows, see completeness_sql)
+_COMPLETENESS_SELECT = """
+SELECT l.site, l.search_type, l.dimensions, l.filters, l.date, l.data_state,
+       l.rows, l.pages, l.requests,
+       coalesce(d.clicks, 0) AS detail_clicks,
+       coalesce(d.impressions, 0) AS detail_impressions,
+       t.clicks AS total_clicks, t.impressions AS total_impressions,
+       t.ctr AS total_ctr, t.position AS total_position, t.data_state AS totals_data_state,
+       CASE WHEN t.clicks > 0 THEN 1 - coalesce(d.clicks, 0) / t.clicks END
+           AS hidden_clicks_share,
+       CASE WHEN t.impressions > 0 THEN 1 - coalesce(d.impressions, 0) / t.impressions END
+           AS hidden_impressions_share,
+       coalesce(d.capped, false) AS capped,
+       coalesce(d.partitions, 0) > 0 AS split,
+       coalesce(d.partitions, 0) AS partitions,
+       coalesce(d.capped_partitions, 0) AS capped_partitions,
+       d.unsplit_rows, d.unsplit_clicks,
+       l.rows - d.unsplit_rows AS gained_rows,
+       d.clicks - d.unsplit_clicks AS gained_clicks,
+       coalesce(d.split_requests, 0) AS split_requests,
+       coalesce(d.split_note, '') AS split_note
+FROM {ledger} AS l
+LEFT JOIN {detail} AS d {join}
+LEFT JOIN {totals} AS t
+  ON t.site = l.site AND t.search_type = l.search_type AND t.filters = l.filters
+ AND t.date = l.date"""
+_COMPLETENESS_DDL = f"CREATE VIEW {COMPLETENESS} AS " + _COMPLETENESS_SELECT.format(
+    ledger=LEDGER, detail=DETAIL, join="USING (slice_id)", totals=TOTALS)
+# what a version 3 file knows of its committed days: their sums, and capped when an answer
+# reached the cap (nothing was ever split)
+_DETAIL_FROM_ROWS = f"""
+SELECT l.slice_id, coalesce(r.clicks, 0) AS clicks, coalesce(r.impressions, 0) AS impressions,
+       l.rows >= {ROW_CAP} AS capped, 0 AS partitions, 0 AS capped_partitions,
+       NULL::BIGINT AS unsplit_rows, NULL::BIGINT AS unsplit_clicks,
+       NULL::BIGINT AS unsplit_impressions, 0 AS split_requests, '' AS split_note
+FROM {LEDGER} AS l LEFT JOIN (
+    SELECT slice_id, sum(clicks)::BIGINT AS clicks, sum(impressions)::BIGINT AS impressions
+    FROM {ROWS} GROUP BY slice_id) AS r USING (slice_id)"""
+# the same for a reader of any older file, through the columns every version has
+_STREAM = "site, search_type, dimensions, filters, date"
+_DETAIL_FROM_TABLE = f"""
+(SELECT {_STREAM}, sum(clicks)::BIGINT AS clicks, sum(impressions)::BIGINT AS impressions,
+        count(*) >= {ROW_CAP} AS capped, 0 AS partitions, 0 AS capped_partitions,
+        NULL::BIGINT AS unsplit_rows, NULL::BIGINT AS unsplit_clicks, 0 AS split_requests,
+        '' AS split_note
+ FROM {TABLE} GROUP BY ALL)"""
+_NO_TOTALS = ("(SELECT NULL::VARCHAR AS site, NULL::VARCHAR AS search_type, "
+              "NULL::VARCHAR AS filters, NULL::DATE AS date, NULL::VARCHAR AS data_state, "
+              "NULL::BIGINT AS clicks, NULL::BIGINT AS impressions, NULL::DOUBLE AS ctr, "
+              "NULL::DOUBLE AS position WHERE false)")
+
+
+def completeness_sql(file_version: int) -> str:
+    """The query behind the ``completeness`` view, for a file of ``file_version`` (a reader
+    never migrates: an older file is read through what it has, without totals)."""
+    if file_version >= 4:
+        return f"SELECT * FROM {COMPLETENESS}"
+    return _COMPLETENESS_SELECT.format(ledger=LEDGER, detail=_DETAIL_FROM_TABLE,
+                                       join=f"USING ({_STREAM})", totals=_NO_TOTALS)
 
 
 def create(con: duckdb.DuckDBPyConnection) -> None:
     """Create the current schema in an empty database (inside the caller's transaction)."""
-    for ddl in (_ROWS_DDL, _LEDGER_DDL, _VIEW_DDL, _META_DDL):
+    for ddl in (_ROWS_DDL, _LEDGER_DDL, _VIEW_DDL, _META_DDL, _DETAIL_DDL, _TOTALS_DDL,
+                _COMPLETENESS_DDL):
         con.execute(ddl)
     con.execute(f"INSERT INTO {META} VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
 
@@ -164,9 +264,18 @@ def _v2_to_v3(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(_VIEW_DDL)
 
 
+def _v3_to_v4(con: duckdb.DuckDBPyConnection) -> None:
+    """Add the completeness tables: each committed day's sums from its rows, no totals yet."""
+    con.execute(_DETAIL_DDL)
+    con.execute(f"INSERT INTO {DETAIL} {_DETAIL_FROM_ROWS}")
+    con.execute(_TOTALS_DDL)
+    con.execute(_COMPLETENESS_DDL)
+
+
 # version N -> N + 1; each runs inside the one transaction of upgrade()
 MIGRATIONS: dict[int, Callable[[duckdb.DuckDBPyConnection], None]] = {1: _v1_to_v2,
-                                                                      2: _v2_to_v3}
+                                                                      2: _v2_to_v3,
+                                                                      3: _v3_to_v4}
 
 
 def kind(con: duckdb.DuckDBPyConnection) -> str:

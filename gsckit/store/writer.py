@@ -26,21 +26,33 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from functools import reduce
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import polars as pl
 
 from ..config import check_size, check_writable
 from ..errors import CommitError, GsckitError, StoreError
-from ..parse import METRICS
-from ..planner import Slice
+from ..planner import ROW_CAP, Slice
+from ..rows import dedupe
+from ..split import RETRY_AFTER_DAYS, SplitOutcome
 from . import schema
 from .access import check_path, connect, in_utc
 from .days import LedgerDay, Stream, completed, read_days
 from .locks import Timeout, WriterSide
-from .schema import FINAL, FRESH, LEDGER, LEDGER_COLUMNS, ROW_COLUMNS, ROWS, STATES
+from .schema import (
+    COMPLETENESS,
+    DETAIL,
+    FINAL,
+    FRESH,
+    LEDGER,
+    LEDGER_COLUMNS,
+    ROW_COLUMNS,
+    ROWS,
+    STATES,
+    TOTALS,
+)
 
 # DuckDB's row-group size. A transaction that inserts this many rows has them written straight
 # to the file, and the checkpoint then merges the short row groups each such commit leaves
@@ -62,6 +74,8 @@ IDLE_RELEASE_S = 10.0
 _WRITERS: dict[Path, Store] = {}  # the open writer of each file in this process, for readers
 _WRITERS_LOCK = threading.Lock()
 _CAUSES = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EACCES)
+_TOTALS_KEY = ("site", "search_type", "filters", "date")
+_TOTALS_COLUMNS = (*_TOTALS_KEY, "data_state", "clicks", "impressions", "ctr", "position")
 _TYPES: dict[str, pl.DataType] = {"hour": pl.Datetime("us", "UTC"), "clicks": pl.Int64(),
                                   "impressions": pl.Int64(), "ctr": pl.Float64(),
                                   "position": pl.Float64()}
@@ -105,6 +119,10 @@ class Staged:
     for a ``final`` request, else ``fresh``); ``reason`` why it was fetched (``missing``,
     ``fresh``, ``recheck``, ``force``); ``first_incomplete`` the marker Google sent for a fresh
     day and ``newest_final`` Google's newest final day when it was fetched (``None``: unknown).
+    ``capped``: rows past the API's daily cap are missing from ``frame`` (default: the frame
+    reached :data:`~gsckit.planner.ROW_CAP` rows). ``split``: what splitting the day into
+    partitions did (``frame`` is then their merged rows); ``split_note``: why a capped day was
+    not split.
     """
 
     piece: Slice
@@ -115,12 +133,27 @@ class Staged:
     reason: str = MISSING
     first_incomplete: str | None = None
     newest_final: date | None = None
+    capped: bool | None = None
+    split: SplitOutcome | None = None
+    split_note: str = ""
 
     @property
     def day_state(self) -> str:
         if self.state is not None:
             return self.state
         return FINAL if self.piece.data_state == FINAL else FRESH
+
+    def detail(self, frame: pl.DataFrame) -> list[Any]:
+        """The ``gsckit_detail`` values (after ``slice_id``) for the stored rows ``frame``."""
+        clicks, impressions = frame.select(pl.col("clicks").sum(),
+                                           pl.col("impressions").sum()).row(0)
+        split = self.split
+        capped = self.capped if self.capped is not None else frame.height >= ROW_CAP
+        if split is None:
+            return [clicks, impressions, capped, 0, 0, None, None, None, 0, self.split_note]
+        return [clicks, impressions, capped, split.partitions, split.capped_partitions,
+                split.unsplit_rows, split.unsplit_clicks, split.unsplit_impressions,
+                split.requests, self.split_note]
 
 
 def outcome(old_state: str | None, old_rows: int, new_state: str, new_rows: int) -> str:
@@ -138,23 +171,6 @@ def outcome(old_state: str | None, old_rows: int, new_state: str, new_rows: int)
     if old_state == FINAL:
         return REPLACED
     return PROMOTED if new_state == FINAL else REFRESHED
-
-
-def _dedupe(frame: pl.DataFrame) -> tuple[pl.DataFrame, int]:
-    """Drop rows repeating a key (ties can shift between pages); DuckDB would keep both.
-
-    One 64-bit hash per row, combined from per-column hashes, proves the keys distinct in the
-    usual case; only if two hashes collide does the exact (slower) comparison run.
-    """
-    keys = [c for c in frame.columns if c not in METRICS]
-    if not keys or frame.height < 2:
-        return frame, 0
-    combined = reduce(lambda a, b: a ^ b,
-                      (pl.col(c).hash(seed=i + 1) for i, c in enumerate(keys)))
-    if not frame.select(combined.is_duplicated().any()).item():
-        return frame, 0
-    unique = frame.unique(subset=keys, keep="first", maintain_order=True)
-    return unique, frame.height - unique.height
 
 
 def _chunks(prepared: list[tuple[Staged, pl.DataFrame, int]]
@@ -344,6 +360,19 @@ class Store:
         """The ledger's days of ``streams`` (from ``start``), with their states."""
         return read_days(self._connection(), streams, start)
 
+    def completeness(self, slices: Iterable[Slice]) -> pl.DataFrame:
+        """The ``completeness`` rows of the committed days among ``slices``."""
+        keys = [s.key for s in slices]
+        return pl.DataFrame(self._connection().sql(
+            f"SELECT c.* FROM {COMPLETENESS} AS c JOIN {LEDGER} AS l USING (site, search_type, "
+            "dimensions, filters, date) WHERE l.slice_key IN (SELECT unnest(?::VARCHAR[])) "
+            "ORDER BY site, search_type, dimensions, filters, date", params=[keys]))
+
+    def split_stops(self, streams: Iterable[tuple[str, str, str, str]]
+                    ) -> dict[tuple[str, str, str, str], tuple[date, int]]:
+        """Streams whose latest split gained nothing (see :func:`split_stops`)."""
+        return split_stops(self._connection(), streams)
+
     def commit_slice(self, piece: Slice, frame: pl.DataFrame, *, pages: int, requests: int,
                      run_id: str) -> Commit:
         """Replace ``piece``'s rows with ``frame`` and record it in the ledger, atomically."""
@@ -369,13 +398,49 @@ class Store:
         self._lend_if_wanted()
         return results
 
+    def commit_totals(self, totals: pl.DataFrame, *, run_id: str) -> int:
+        """Record Google's daily totals, in one transaction; return the days written.
+
+        ``totals`` has one row per (site, search_type, filters, date) with ``data_state``,
+        ``clicks``, ``impressions``, ``ctr`` and ``position``. A day's totals replace what was
+        recorded for it, except that final figures are never replaced by fresh ones.
+        """
+        if totals.height == 0:
+            return 0
+        frame = totals.select(*_TOTALS_COLUMNS).with_columns(
+            pl.lit(datetime.now(UTC)).alias("fetched_at"), pl.lit(run_id).alias("run_id"))
+        con = self._connection()
+        key = " AND ".join(f"t.{c} = n.{c}" for c in _TOTALS_KEY)
+        con.execute("BEGIN TRANSACTION")
+        try:
+            con.execute(f"CREATE OR REPLACE TEMP TABLE gsckit_new_totals AS "
+                        f"SELECT * FROM {TOTALS} LIMIT 0")
+            con.from_arrow(frame.__arrow_c_stream__()).insert_into("gsckit_new_totals")
+            con.execute(f"DELETE FROM {TOTALS} AS t USING gsckit_new_totals AS n WHERE {key} "
+                        "AND NOT (t.data_state = 'final' AND n.data_state <> 'final')")
+            [(written,)] = con.execute(
+                f"INSERT INTO {TOTALS} SELECT n.* FROM gsckit_new_totals AS n WHERE NOT "
+                f"EXISTS (SELECT 1 FROM {TOTALS} AS t WHERE {key})").fetchall()
+            con.execute("DROP TABLE gsckit_new_totals")
+            con.execute("COMMIT")
+        except duckdb.Error as exc:
+            self._rollback(con)
+            raise StoreError(f"cannot record the daily totals in {str(self.path)!r}: "
+                             f"{cause_of(exc)}") from None
+        except BaseException:
+            self._rollback(con)
+            raise
+        self._last_write = time.monotonic()
+        self._protect()
+        return int(written)
+
     def _prepare(self, item: Staged) -> tuple[Staged, pl.DataFrame, int]:
         """De-duplicate a day and shape its rows for ``gsckit_rows``, before any transaction."""
         if item.day_state not in STATES:
             raise StoreError(f"cannot store {item.piece.key}: unknown day state "
                              f"{item.day_state!r}")
         try:
-            frame, duplicates = _dedupe(item.frame)
+            frame, duplicates = dedupe(item.frame)
             return item, _row_frame(frame), duplicates
         except pl.exceptions.PolarsError as exc:
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -416,6 +481,8 @@ class Store:
                      item.requests, duplicates, fetched_at, run_id, slice_id, piece.data_state,
                      item.first_incomplete if state == FRESH else None, item.newest_final,
                      item.reason == RECHECK])
+                con.execute(f"INSERT OR REPLACE INTO {DETAIL} VALUES ({', '.join('?' * 11)})",
+                            [slice_id, *item.detail(frame)])
                 results.append(Commit(frame.height, duplicates, state, done))
             con.execute("COMMIT")
         except BaseException:
@@ -473,3 +540,24 @@ def _row_frame(frame: pl.DataFrame) -> pl.DataFrame:
         else:
             exprs.append(pl.lit(None, dtype=_TYPES.get(col, pl.String())).alias(col))
     return frame.select(exprs)
+
+
+def split_stops(con: Any, streams: Iterable[tuple[str, str, str, str]]
+                ) -> dict[tuple[str, str, str, str], tuple[date, int]]:
+    """The streams of ``streams`` whose latest split day gained nothing, fetched less than
+    :data:`~gsckit.split.RETRY_AFTER_DAYS` days ago: stream -> (that day, its partitions)."""
+    wanted = set(streams)
+    if not wanted:
+        return {}
+    rows = con.execute(
+        f"SELECT site, search_type, dimensions, filters, date, partitions FROM ("
+        f"SELECT l.site, l.search_type, l.dimensions, l.filters, l.date, l.fetched_at, "
+        f"d.partitions, l.rows - d.unsplit_rows AS gained_rows, "
+        f"d.clicks - d.unsplit_clicks AS gained_clicks, row_number() OVER (PARTITION BY "
+        f"l.site, l.search_type, l.dimensions, l.filters ORDER BY l.fetched_at DESC, "
+        f"l.date DESC) AS latest FROM {LEDGER} AS l JOIN {DETAIL} AS d USING (slice_id) "
+        f"WHERE d.partitions > 0) WHERE latest = 1 AND gained_rows <= 0 AND gained_clicks <= 0 "
+        f"AND fetched_at >= now() - INTERVAL {RETRY_AFTER_DAYS} DAY").fetchall()
+    return {(site, kind, dims, filters): (day, int(parts))
+            for site, kind, dims, filters, day, parts in rows
+            if (site, kind, dims, filters) in wanted}
