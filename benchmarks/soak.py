@@ -5,13 +5,13 @@
 
 **Kills**: one ``gsckit backfill`` command (a real subprocess) against a simulator in a thread of
 this process, SIGKILLed at a random moment and relaunched, ``--kills`` times, then run to its end.
-Each launch is killed in one of three ways, drawn at random: a moment while it starts (imports,
-the lock, the WAL replay, the plan), a moment after a random number of its days were committed
-(so fetching, parsing and commits, DuckDB's automatic checkpoints included), or, when a launch
-gets to the end of its work, a moment after it said so (the closing checkpoint). The number of
-days to wait is drawn so that the kills spread over the whole backfill, with one kill in 20 kept
-for its end: once every day is in, launches that replay the WAL the last kill left are killed
-in their closing checkpoint. Re-fetched slices come from the simulator's request log: a day
+Each launch is killed at a random moment: one in eight while it starts (imports, the lock, the
+WAL replay, the plan), the others after it started fetching, at a time drawn from the measured
+seconds per committed day so that the kills spread over the whole backfill (fetching, parsing,
+commits and DuckDB's automatic checkpoints), and a launch that gets to the end of its work, at a
+moment after it said so (the closing checkpoint). One kill in 20 is kept for the end: once every
+day is in, launches that replay the WAL the last kill left are killed in their closing
+checkpoint. Re-fetched slices come from the simulator's request log: a day
 answered in full to more than one launch.
 
 **Faults**: ``gsckit.backfill`` over several sites and search types against a simulator that
@@ -187,7 +187,7 @@ class KillFigures:
     slices_fetched: int
     slices_refetched: int
     refetched_per_kill: float
-    max_refetched_in_one_kill: int
+    max_refetched_in_one_launch: int
     final_exit_code: int
     wall_s: float
     end: EndState
@@ -270,8 +270,8 @@ def kill_campaign(workdir: Path, *, kills: int = 200, days: int = 300,
     fetched_before: set[date] = set()
     refetched: list[int] = []
     fetched_total = requests = wal_kills = with_work = launches = 0
-    startup_s: list[float] = [1.5]
-    gaps: list[float] = [0.2]
+    startup_s = 1.5  # launch to run_start, measured
+    day_s = 0.1  # seconds per committed day after run_start, measured
     closing_s: list[float] = [0.5]  # run_end to exit, measured on the launches that finish
     started = time.perf_counter()
     exit_code = -1
@@ -281,41 +281,40 @@ def kill_campaign(workdir: Path, *, kills: int = 200, days: int = 300,
             audit = _Audit(workdir / f"audit{launches:04d}.jsonl")
             killing = phases.total() < kills
             remaining = len(span) - _ledger_entries(db)
-            # days to let this launch commit, drawn so that the kills spread over the backfill
-            # and a few are left for its closing checkpoint (when it has nothing left to fetch,
-            # the launch replays the WAL the last kill left, then checkpoints it at the end)
+            # a moment drawn so that the kills spread over the backfill (a launch commits
+            # about ``mean`` days on average), with a few left for its closing checkpoint: when
+            # it has nothing left to fetch, a launch replays the WAL the last kill left, then
+            # checkpoints it at the end
             mean = remaining / max(1, kills - reserve - phases.total())
-            wait_days = rng.randint(0, max(1, round(2 * mean))) if remaining else len(span)
-            at_start = remaining > 0 and rng.random() < 0.15
+            at_start = remaining > 0 and rng.random() < 0.12
             spawned = time.monotonic()
             proc = _launch(sim, db, audit.path, span)
-            kill_at = spawned + rng.uniform(0, sum(startup_s) / len(startup_s)) if at_start \
-                else None
-            last_done, last_t = 0, spawned
+            kill_at = spawned + rng.uniform(0, startup_s) if at_start else None
+            started_at: float | None = None
             ended_at: float | None = None
+            last_done_at = spawned
             while proc.poll() is None and killing:
                 time.sleep(0.003)
-                was_started, was_ended = audit.started, audit.ended
+                was_started, was_ended, was_done = audit.started, audit.ended, audit.done
                 audit.poll()
                 now = time.monotonic()
                 if audit.started and not was_started:
-                    startup_s.append(now - spawned)
-                    startup_s[:] = startup_s[-20:]
+                    started_at = now
+                    startup_s = 0.8 * startup_s + 0.2 * (now - spawned)
+                    if kill_at is None and remaining:
+                        kill_at = now + rng.uniform(0, 2 * mean * day_s)
+                if audit.done != was_done:
+                    last_done_at = now
                 if audit.ended and not was_ended:
                     ended_at = now
-                if audit.done != last_done:
-                    gaps.append((now - last_t) / (audit.done - last_done))
-                    gaps[:] = gaps[-50:]
-                    last_done, last_t = audit.done, now
-                if kill_at is None and audit.started and (
-                        audit.done >= wait_days or audit.ended):
-                    recent = sum(gaps[-10:]) / len(gaps[-10:])
-                    kill_at = now + rng.uniform(0, 1.5 * recent if not audit.ended else
-                                                max(closing_s[-10:]))
+                    if kill_at is None or kill_at > now:
+                        kill_at = now + rng.uniform(0, max(closing_s[-10:]))
                 if kill_at is not None and now >= kill_at:
                     audit.poll()
                     proc.send_signal(signal.SIGKILL)
                     break
+            if started_at is not None and audit.done:
+                day_s = 0.7 * day_s + 0.3 * (last_done_at - started_at) / audit.done
             _, err = proc.communicate(timeout=600)
             if proc.returncode == 0 and ended_at is not None:
                 closing_s.append(time.monotonic() - ended_at)
@@ -325,9 +324,9 @@ def kill_campaign(workdir: Path, *, kills: int = 200, days: int = 300,
             fetched_total += len(set(answered))
             again = len(set(answered) & fetched_before)
             fetched_before |= set(answered)
+            refetched.append(again)  # what the kills before this launch cost it
             if proc.returncode == -signal.SIGKILL:
                 phases[audit.phase] += 1
-                refetched.append(again)
                 wal_kills += db.with_name(db.name + ".wal").exists()
                 with_work += audit.todo is None or audit.done < audit.todo
                 if phases.total() % 20 == 0:
@@ -347,8 +346,8 @@ def kill_campaign(workdir: Path, *, kills: int = 200, days: int = 300,
         kills=phases.total(), launches=launches, days=len(span), rows_per_day=rows_per_day,
         kills_by_phase=dict(phases), kills_leaving_wal=wal_kills, killed_with_work_left=with_work,
         requests=requests, slices_fetched=fetched_total, slices_refetched=sum(refetched),
-        refetched_per_kill=sum(refetched) / max(1, len(refetched)),
-        max_refetched_in_one_kill=max(refetched, default=0), final_exit_code=exit_code,
+        refetched_per_kill=sum(refetched) / max(1, phases.total()),
+        max_refetched_in_one_launch=max(refetched, default=0), final_exit_code=exit_code,
         wall_s=wall, end=end)
 
 
@@ -474,7 +473,7 @@ def describe_kills(f: KillFigures) -> str:
         f"replay; {f.killed_with_work_left} while days were left to fetch",
         f"  requests: {f.requests:,}; slices fetched {f.slices_fetched:,} times for "
         f"{f.days} days: re-fetched {f.slices_refetched} = {f.refetched_per_kill:.2f} per kill "
-        f"(max {f.max_refetched_in_one_kill})",
+        f"(max {f.max_refetched_in_one_launch} in one launch)",
         f"  end: exit {f.final_exit_code}; {e.rows:,} rows = truth {e.truth_rows:,}: "
         f"{e.equal_to_truth}; duplicate keys {e.duplicate_keys}; ledger {e.ledger_entries}/"
         f"{e.slices} entries, {e.ledger_disagreements} disagreeing; opens cleanly "
