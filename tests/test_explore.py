@@ -420,6 +420,27 @@ def test_capped_days_and_hidden_share_warn_when_the_store_knows(db):
     assert ex.completeness_warnings(db, SHOP, start=D1, end=D2) == []
 
 
+async def test_capped_days_and_hidden_share_warn_after_a_real_backfill(make_sim, tmp_path):
+    """The same warnings from what a backfill stored: two capped days (split off) whose rows
+    miss the anonymized 40% of clicks (and the rows past the cap), against Google's totals."""
+    from .conftest import SITE, day_range, run
+
+    sim = await make_sim(rows_per_day=60_000, anonymized_share=0.4)
+    days = day_range(20, 2)
+    path = tmp_path / "gsc.duckdb"
+    report = await run(sim, path, days[0], days[-1], split="off")
+    assert report.ok and report.totals_requests == 1
+    lines = ex.completeness_warnings(path, SITE, start=days[0], end=days[-1])
+    assert any("2 of 2 days" in line and "50,000-row cap" in line for line in lines), lines
+    frame = gsckit.open(path).completeness(SITE)
+    hidden = float((frame["hidden_clicks_share"] * frame["total_clicks"]).sum()
+                   / frame["total_clicks"].sum())
+    assert hidden == pytest.approx(0.4, abs=0.01)  # the rows past the cap had few clicks
+    assert any(f"{hidden:.0%} of clicks" in line and "anonymized" in line for line in lines)
+    with pytest.warns(CompletenessWarning, match="50,000-row cap"):
+        ex.movers(path, SITE, current=(days[1], days[1]))
+
+
 @pytest.mark.parametrize("call, message", [
     (lambda db: ex.overview(db, "sc-domain:nope.example"), "has no committed days .* sites in it"),
     (lambda db: ex.overview(db, SHOP, search_type="video"), "no unfiltered 'video' days"),
