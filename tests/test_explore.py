@@ -7,6 +7,7 @@ below can be worked out by hand from the rows (the arithmetic is spelled out in 
 from __future__ import annotations
 
 import sys
+import warnings
 from collections.abc import Sequence
 from datetime import date, timedelta
 from pathlib import Path
@@ -437,8 +438,12 @@ async def test_capped_days_and_hidden_share_warn_after_a_real_backfill(make_sim,
                    / frame["total_clicks"].sum())
     assert hidden == pytest.approx(0.4, abs=0.01)  # the rows past the cap had few clicks
     assert any(f"{hidden:.0%} of clicks" in line and "anonymized" in line for line in lines)
-    with pytest.warns(CompletenessWarning, match="50,000-row cap"):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         ex.movers(path, SITE, current=(days[1], days[1]))
+    texts = [str(w.message) for w in caught if w.category is CompletenessWarning]
+    assert any("50,000-row cap" in text for text in texts), texts
+    assert any("hidden from query rows" in text for text in texts), texts
 
 
 @pytest.mark.parametrize("call, message", [
