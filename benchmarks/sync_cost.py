@@ -67,8 +67,9 @@ async def one_sync(sim: Simulator, db: Path, args: argparse.Namespace, **kw: Any
     assert report.ok, report.summary()
     requests = len(sim.request_log)
     assert requests == report.requests
-    return {"requests": requests, "probes": report.probes,
-            "data_requests": requests - report.probes, "days": report.done,
+    return {"requests": requests, "probes": report.probes, "totals": report.totals_requests,
+            "data_requests": requests - report.probes - report.totals_requests,
+            "days": report.done,
             "new": outcomes.counts["new"], "fresh_again": outcomes.counts["refreshed"],
             "promoted": outcomes.counts["promoted"], "rechecked": outcomes.counts["replaced"],
             "wall_s": round(time.perf_counter() - started, 2)}
@@ -93,11 +94,11 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 again = await one_sync(sim, db, args, start=start)
                 final = await one_sync(sim, db, args, start=start, data_state="final")
                 rows.append((str(sim.today), daily, again, final))
-    headers = ["simulated day", "requests", "probe", "new", "fresh again", "promoted",
+    headers = ["simulated day", "requests", "probe", "totals", "new", "fresh again", "promoted",
                "re-checked", "again same day", "final only"]
-    print(c.table(headers, [(day, d["requests"], d["probes"], d["new"], d["fresh_again"],
-                             d["promoted"], d["rechecked"], a["requests"], f["requests"])
-                            for day, d, a, f in rows]))
+    print(c.table(headers, [(day, d["requests"], d["probes"], d["totals"], d["new"],
+                             d["fresh_again"], d["promoted"], d["rechecked"], a["requests"],
+                             f["requests"]) for day, d, a, f in rows]))
     steady = [d["requests"] for _, d, _, _ in rows[1:]] or [rows[0][1]["requests"]]
     result = {"rows_per_day": args.rows_per_day, "lookback_days": args.lookback_days,
               "first_sync_requests": first["requests"], "first_sync_days": first["days"],

@@ -40,7 +40,7 @@ from .errors import (
 )
 from .events import AuditLog, Event
 from .export import ExportReport
-from .jobs import Job, JobProgress, start
+from .jobs import Job, JobProgress, start, start_sync
 from .planner import Filter, HorizonWarning, Query, Slice, make_query, plan
 from .runner import (
     Preview,
@@ -129,6 +129,7 @@ __all__ = [
     "sites",
     "sites_async",
     "start",
+    "start_sync",
     "sync",
     "sync_async",
 ]

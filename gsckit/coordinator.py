@@ -46,6 +46,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import duckdb
 import polars as pl
 
 from .client import Client, Emit, QuotaExhausted, SitePaused
@@ -73,6 +74,7 @@ from .split import (
 )
 from .store import FINAL, KEPT, PROMOTED, Commit, Staged, Store
 from .store.writer import DayRecord
+from .totals import TotalsRequest, parse_totals
 
 _CONTINUE, _NEW = 0, 1
 # DuckDB's row-group size: the writer hands ready days to the store in groups up to it (and
@@ -94,7 +96,7 @@ class Report:
     were refused by the store (final rows are never replaced by fresh or empty answers).
     ``not_final_yet`` counts the days after Google's newest final day that a ``final`` run left
     alone (nothing asked, nothing written); ``probes`` the requests (of ``requests``) that asked
-    Google for its newest final day.
+    Google for its newest final day, ``totals_requests`` those that asked for its daily totals.
     """
 
     run_id: str
@@ -124,6 +126,7 @@ class Report:
     not_final_yet: int = 0
     kept: int = 0
     probes: int = 0
+    totals_requests: int = 0
     split_days: int = 0
     split_requests: int = 0
     split_notes: tuple[str, ...] = ()
@@ -180,7 +183,8 @@ class RunPlan:
     key; a missing key: ``final`` for a ``final`` request, else ``fresh``); ``skipped`` days
     already complete; ``not_final_yet`` days left alone by a ``final`` run; ``failures`` days that
     could not be planned (counted as failed); ``stopped_sites`` and ``stopped`` sites whose load
-    quota persisted while planning, and their days; ``probes`` the requests planning sent.
+    quota persisted while planning, and their days; ``probes`` the requests planning sent;
+    ``totals`` chooses, from the store, the daily totals to ask for once every day is in.
     """
 
     slices: Sequence[Slice]
@@ -191,6 +195,7 @@ class RunPlan:
     stopped_sites: Mapping[str, str] = field(default_factory=dict)
     stopped: int = 0
     probes: int = 0
+    totals: Callable[[], Sequence[TotalsRequest]] | None = None
 
 
 @dataclass(eq=False)
@@ -314,7 +319,7 @@ class Engine:
         self.max_unpersisted_pages = 0
         self._done = self._failed = self._stopped_days = self._rows = self._duplicates = 0
         self._fresh = self._final = self._promoted = self._kept = 0
-        self._split_days = self._split_requests = 0
+        self._split_days = self._split_requests = self._totals_requests = 0
         self._failures: list[str] = []
         self._committing: tuple[list[_SliceState], Future[list[Commit]]] | None = None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gsckit-writer")
@@ -358,6 +363,7 @@ class Engine:
                 await self._all_done.wait()
                 for task in tasks:
                     task.cancel()
+            await self._record_totals()
         except* _Halt as group_error:
             first = group_error.exceptions[0]
             assert isinstance(first, _Halt)
@@ -401,8 +407,56 @@ class Engine:
             rate_limited=self.client.rate_limited, fresh_days=self._fresh,
             final_days=self._final, promoted=self._promoted,
             not_final_yet=self._plan.not_final_yet, kept=self._kept, probes=self._plan.probes,
+            totals_requests=self._totals_requests,
             split_days=self._split_days, split_requests=self._split_requests,
             split_notes=self.split.notes)
+
+    async def _record_totals(self) -> None:
+        """Ask for the plan's daily totals, concurrently, and record them. Totals measure the
+        rows, they are not data: one that fails after its retries, or whose site is paused or
+        stopped for the load quota, is reported and left for a later run; an error that cannot
+        be retried halts the run, as it would for a page."""
+        if self._plan.totals is None:
+            return
+        try:
+            wanted = await asyncio.wrap_future(self._pool.submit(self._plan.totals))
+        except (StoreError, duckdb.Error) as exc:
+            self._halted.set()
+            raise _Halt(exc if isinstance(exc, StoreError) else StoreError(str(exc))) from None
+        before = self.client.meter.total
+        try:
+            async with asyncio.TaskGroup() as group:
+                for request in wanted:
+                    if request.site not in self._stopped:
+                        group.create_task(self._totals(request))
+        finally:
+            self._totals_requests = self.client.meter.total - before
+
+    async def _totals(self, request: TotalsRequest) -> None:
+        where = {"site": request.site, "search_type": request.search_type,
+                 "start": request.start, "end": request.end}
+        try:
+            answer, _ = await self.client.send(request.site, request.body(), parse_totals,
+                                               day=request.start,
+                                               search_type=request.search_type, kind="totals")
+        except (SitePaused, QuotaExhausted) as exc:
+            self._emit("totals", **where, error=str(exc))
+            return
+        except GsckitError as exc:
+            if getattr(exc, "retryable", False):
+                self._emit("totals", **where, error=str(exc))
+                return
+            self._halted.set()
+            self._emit("halt", site=request.site, error=str(exc))
+            raise _Halt(exc) from None
+        rows = request.rows(answer)
+        try:
+            written = await asyncio.wrap_future(
+                self._pool.submit(self.store.commit_totals, rows, run_id=self.run_id))
+        except StoreError as exc:
+            self._halted.set()
+            raise _Halt(exc) from None
+        self._emit("totals", **where, days=written)
 
     async def _planned(self, prepare: Callable[[], Awaitable[RunPlan]]) -> None:
         """Await the plan, then take it on; an error that cannot be retried halts the run."""

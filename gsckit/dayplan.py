@@ -12,7 +12,7 @@ and for a dry run, which asks nothing and estimates instead (:func:`preview_stre
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from functools import partial
@@ -31,9 +31,10 @@ from .freshness import (
     settled_through,
     sync_start,
 )
-from .planner import Query, Slice, earliest_day
+from .planner import Filter, Query, Slice, earliest_day
 from .store import FRESH, Database, LedgerDay, Store, Stream
 from .store.writer import DayRecord
+from .totals import TotalsKey, TotalsRequest, requests_for
 
 Ledgers = Mapping[Stream, Mapping[date, LedgerDay]]
 
@@ -106,7 +107,8 @@ def decide(scope: Scope, ledgers: Ledgers,
 
 def run_plan(scope: Scope, decided: Sequence[tuple[str, str, Stream, StreamPlan]], *,
              errors: Mapping[tuple[str, str], str] | None = None,
-             stopped: Mapping[str, str] | None = None, probes: int = 0) -> RunPlan:
+             stopped: Mapping[str, str] | None = None, probes: int = 0,
+             totals: Callable[[], Sequence[TotalsRequest]] | None = None) -> RunPlan:
     """The engine's :class:`RunPlan`: slices oldest day first with sites interleaved, how each
     day is recorded, and the days skipped, not final yet, failed or stopped."""
     q = scope.query
@@ -136,7 +138,7 @@ def run_plan(scope: Scope, decided: Sequence[tuple[str, str, Stream, StreamPlan]
     return RunPlan([piece for _, _, piece, _ in tasks],
                    {piece.key: record for _, _, piece, record in tasks}, skipped=skipped,
                    not_final_yet=not_final, failures=failures, stopped_sites=dict(stopped),
-                   stopped=stopped_days, probes=probes)
+                   stopped=stopped_days, probes=probes, totals=totals)
 
 
 async def _probe(client: Client, site: str, search_type: str, scope: Scope, emit: Emit
@@ -172,7 +174,8 @@ async def _probe(client: Client, site: str, search_type: str, scope: Scope, emit
 
 
 async def plan_run(scope: Scope, *, client: Client, store: Store, emit: Emit) -> RunPlan:
-    """Read the ledger, probe every (site, search type) that needs it, and decide the run.
+    """Read the ledger, probe every (site, search type) that needs it, and decide the run and
+    how its daily totals are chosen at its end (:func:`totals_requests`).
 
     A probe that fails after its retries leaves its recent days unknown (failed: a re-run
     retries them); a load quota that persists stops the site; any other error halts the run.
@@ -210,7 +213,35 @@ async def plan_run(scope: Scope, *, client: Client, store: Store, emit: Emit) ->
         raise fatal[0]
     decided = decide(scope, ledgers, freshness)
     return run_plan(scope, decided, errors=errors, stopped=stopped,
-                    probes=client.meter.total - before)
+                    probes=client.meter.total - before,
+                    totals=partial(totals_requests, scope, decided, store.final_totals,
+                                   store.days, stopped))
+
+
+def totals_requests(scope: Scope, decided: Sequence[tuple[str, str, Stream, StreamPlan]],
+                    recorded: Callable[[Iterable[TotalsKey]], Mapping[TotalsKey, set[date]]],
+                    committed: Callable[[list[Stream]], Mapping[Stream, Mapping[date, object]]]
+                    | None = None, stopped: Mapping[str, str] | None = None
+                    ) -> list[TotalsRequest]:
+    """The date-only requests for a run's daily totals: one per (site, search type, filters)
+    over the days it fetches or has committed whose final totals are not ``recorded`` yet; with
+    ``committed`` (the ledger at the end of the run), only days that are committed. Streams
+    whose freshness is unknown (a failed probe) or whose site stopped are left out."""
+    wanted = [(site, search_type, stream, plan) for site, search_type, stream, plan in decided
+              if plan.freshness is not None and site not in (stopped or {})]
+    ledger = committed([stream for _, _, stream, _ in wanted]) if committed else None
+    days: dict[TotalsKey, list[tuple[date, date]]] = {}
+    filters: dict[TotalsKey, tuple[Filter, ...]] = {}
+    for site, search_type, stream, plan in wanted:
+        assert plan.freshness is not None
+        key: TotalsKey = (site, search_type, stream[3])
+        newest = plan.freshness.newest_final
+        filters[key] = scope.query.filters
+        candidates = (*[t.day for t in plan.fetch], *plan.complete)
+        days.setdefault(key, []).extend(
+            (day, newest) for day in candidates
+            if ledger is None or day in ledger.get(stream, {}))
+    return requests_for(days, filters, recorded(days))
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """Background jobs: a backfill that keeps going while the notebook (or the script) does other work.
 
-``job = gsckit.start(...)`` takes :func:`gsckit.backfill`'s arguments, checks them at once (bad
-input raises right there, before anything is sent or written) and returns a :class:`Job`. The
+``job = gsckit.start(...)`` takes :func:`gsckit.backfill`'s arguments (``gsckit.start_sync(...)``
+:func:`gsckit.sync`'s), checks them at once (bad input raises right there, before anything is
+sent or written) and returns a :class:`Job`. The
 engine runs on an event loop of its own in a background thread, so it keeps going whatever the
 caller does next: a notebook cell that awaits, a cell that blocks in a DuckDB query, a script's
 own loop or a script with no loop at all. Reads in the same process see every committed day while
@@ -41,7 +42,7 @@ from .errors import DatabaseLocked, RunHalted
 from .events import Event
 from .planner import make_query
 from .progress import Progress, in_notebook
-from .runner import backfill_async, run_sync
+from .runner import backfill_async, check_split, run_sync, sync_async, sync_scope
 from .store.access import check_path
 from .store.locks import current_writer
 
@@ -354,9 +355,46 @@ def start(*args: Any, **kwargs: Any) -> Job:
     arguments.update(site=list(query.sites), start=query.start, end=query.end,
                      dimensions=list(query.dimensions), search_type=list(query.search_types),
                      data_state=query.data_state, filters=list(query.filters))
+    qpm = _check_run(arguments)
+    what = f"backfill of {_sites(query.sites)} {query.start}..{query.end}"
+    return launch(backfill_async, arguments, what=what, qpm=qpm)
+
+
+start.__signature__ = inspect.signature(backfill_async).replace(  # type: ignore[attr-defined]
+    return_annotation="Job")
+
+
+def start_sync(*args: Any, **kwargs: Any) -> Job:
+    """Start a sync in the background and return its :class:`Job` at once.
+
+    Takes :func:`gsckit.sync`'s arguments, checked here as :func:`start` checks a backfill's.
+    """
+    bound = inspect.signature(sync_async).bind(*args, **kwargs)
+    bound.apply_defaults()
+    arguments = bound.arguments
+    scope = sync_scope(arguments["site"], arguments["start"], arguments["dimensions"],
+                       arguments["search_type"], arguments["data_state"],
+                       arguments["filters"], arguments["lookback_days"], arguments["today"])
+    query = scope.query
+    arguments.update(site=list(query.sites), dimensions=list(query.dimensions),
+                     search_type=list(query.search_types), data_state=query.data_state,
+                     filters=list(query.filters))
+    qpm = _check_run(arguments)
+    what = f"sync of {_sites(query.sites)}"
+    return launch(sync_async, arguments, what=what, qpm=qpm)
+
+
+start_sync.__signature__ = inspect.signature(sync_async).replace(  # type: ignore[attr-defined]
+    return_annotation="Job")
+
+
+def _check_run(arguments: dict[str, Any]) -> int:
+    """Check a run's settings, split mode, credentials, audit log and database in the caller;
+    say which credentials it uses; return its rate limit (per minute)."""
     shortcuts = ("max_concurrency", "qpm", "qpm_window_s", "base_url")
     overrides = {name: arguments[name] for name in shortcuts if arguments[name] is not None}
     config = dataclasses.replace(arguments["config"] or EngineConfig(), **overrides)
+    check_split(arguments["split"])
     credentials = arguments["credentials"]
     if credentials is not None and not isinstance(credentials, str | Path):
         arguments["credentials"] = credentials = list(credentials)
@@ -369,13 +407,11 @@ def start(*args: Any, **kwargs: Any) -> Job:
     if progress is not False and progress != "off":  # a person is watching
         for creds in members:
             print(f"gsckit: credentials: {creds.source}", file=sys.stderr)
-    sites = query.sites[0] + (f" and {len(query.sites) - 1} more" if len(query.sites) > 1 else "")
-    what = f"backfill of {sites} {query.start}..{query.end}"
-    return launch(backfill_async, arguments, what=what, qpm=config.qpm)
+    return config.qpm
 
 
-start.__signature__ = inspect.signature(backfill_async).replace(  # type: ignore[attr-defined]
-    return_annotation="Job")
+def _sites(sites: tuple[str, ...]) -> str:
+    return sites[0] + (f" and {len(sites) - 1} more" if len(sites) > 1 else "")
 
 
 def check_writer(db: Path) -> None:

@@ -31,7 +31,7 @@ from .client import Client, limiter_keys, shared_limiter
 from .completeness import Completeness
 from .config import EngineConfig, check_writable
 from .coordinator import Engine, Report
-from .dayplan import Scope, plan_run, preview_streams
+from .dayplan import Scope, plan_run, preview_streams, totals_requests
 from .errors import ConfigError, GsckitError, RunHalted
 from .events import AuditLog, Emitter, Listener
 from .planner import (
@@ -72,7 +72,8 @@ class Preview:
     ``slices`` days considered, ``skipped`` already complete, ``todo`` to fetch, of which
     ``missing``, ``fresh`` (fetched again; promoted when final), ``recheck`` and ``forced``;
     ``not_final_yet`` days a ``final`` run would leave alone; ``requests`` the estimate
-    (``probes`` included: one per site and search type when recent days are concerned) and
+    (``probes`` included: one per site and search type when recent days are concerned; and one
+    request per site, search type and filters for the daily totals its days lack) and
     ``min_seconds`` at the rate limit. ``newest_final`` is the newest final day assumed:
     ``estimated`` from the ledger and the date (a dry run asks Google nothing), or the day
     before the probe's window for ranges that need no probe. ``streams`` lists, per stream,
@@ -150,10 +151,14 @@ def _preview(scope: Scope, db: str | os.PathLike[str], config: EngineConfig | No
         if plan.freshness is not None and item.probe:
             newest.append(plan.freshness.newest_final)
     probes = len({(p.site, p.search_type) for p in previews if p.probe})
+    totals = len(totals_requests(scope, [(p.site, p.search_type, p.stream, p.plan)
+                                         for p in previews],
+                                 database.final_totals if database is not None
+                                 else lambda keys: {}))
     todo = sum(counts.values())
     skipped = sum(len(p.plan.complete) for p in previews)
     not_final = sum(len(p.plan.not_final_yet) for p in previews)
-    total = round(requests) + round(split_requests) + probes
+    total = round(requests) + round(split_requests) + probes + totals
     # one credential carries every request, so its window is the binding limit
     min_seconds = total * cfg.qpm_window_s / cfg.qpm
     return Preview(slices=todo + skipped + not_final, skipped=skipped, todo=todo,
@@ -191,7 +196,7 @@ def preview(
     return _preview(Scope(query, today, force=force), db, config, split)
 
 
-def _sync_scope(site: str | Iterable[str], start: date | str | None,
+def sync_scope(site: str | Iterable[str], start: date | str | None,
                 dimensions: str | Iterable[str] | None, search_type: str | Iterable[str],
                 data_state: str, filters: Iterable[Filter | str], lookback_days: int,
                 today: date | None) -> Scope:
@@ -232,7 +237,7 @@ def preview_sync(
     """A dry run of :func:`sync_async` with the same arguments: what it would fetch and why
     (missing, fresh, re-check). Sends nothing, so Google's newest final day is estimated from
     the ledger and the date; writes nothing; needs no credentials."""
-    scope = _sync_scope(site, start, dimensions, search_type, data_state, filters,
+    scope = sync_scope(site, start, dimensions, search_type, data_state, filters,
                         lookback_days, today)
     return _preview(scope, db, config, split)
 
@@ -333,7 +338,7 @@ async def sync_async(
     send only what fresh days need; on an all-final database, only the probe. Takes every other
     argument of :func:`backfill_async` and returns the same :class:`Report`.
     """
-    scope = _sync_scope(site, start, dimensions, search_type, data_state, filters,
+    scope = sync_scope(site, start, dimensions, search_type, data_state, filters,
                         lookback_days, today)
     return await _execute(
         scope, db=db, token=token, credentials=credentials, impersonate=impersonate,

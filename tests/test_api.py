@@ -133,15 +133,15 @@ def test_preview_estimates_from_history_and_sends_nothing(thread_sim, tmp_path):
     days = day_range(40, 10)
     db = tmp_path / "gsc.duckdb"
     fresh = gsckit.preview(SITE, days[0], days[-1], db=db)
-    assert (fresh.todo, fresh.skipped, fresh.requests) == (10, 0, 10)
+    assert (fresh.todo, fresh.skipped, fresh.requests) == (10, 0, 10 + 1)  # + daily totals
     assert not db.exists()
     gsckit.backfill(SITE, days[0], days[3], db=db, token=TOKEN, base_url=sim.base_url,
                     progress=False)
     sim.do(sim.sim.reset_stats)
     plan = gsckit.preview(SITE, days[0], days[-1], db=db, config=gsckit.EngineConfig(qpm=60))
     assert (plan.slices, plan.skipped, plan.todo) == (10, 4, 6)
-    assert plan.requests == 12, "30,000-row days took two pages each"
-    assert plan.min_seconds == 12.0
+    assert plan.requests == 12 + 1, "30,000-row days took two pages each; then the totals"
+    assert plan.min_seconds == 13.0
     assert sim.stats()["requests"] == 0
     report = gsckit.backfill(SITE, days[0], days[-1], db=db, token=TOKEN,
                              base_url=sim.base_url, progress=False)

@@ -227,7 +227,7 @@ def test_backfill_in_a_real_process_prints_a_json_summary(thread_sim, tmp_path):
     assert set(summary) >= SUMMARY_KEYS
     assert summary["halted"] is False
     assert summary["slices"] == 3 and summary["retries"] == 0
-    assert summary["requests"] == sim.stats()["requests"] == 3
+    assert summary["requests"] == sim.stats()["requests"] == 3 + 1  # and the daily totals
     truth_rows = sim.do(assert_matches_truth, db, sim.sim, days)
     assert summary["rows"] == truth_rows == 9_000
     assert isinstance(summary["wall_s"], float) and summary["peak_qpm"] >= 1
@@ -280,7 +280,7 @@ def test_incomplete_run_exits_1(thread_sim, tmp_path, capsys, monkeypatch):
     assert code == 1, err
     summary = json.loads(out.splitlines()[-1])
     assert (summary["failed"], summary["done"], summary["halted"]) == (1, 0, False)
-    assert sim.stats()["requests"] == 2
+    assert sim.stats()["requests"] == 2  # no totals are asked for a run that committed nothing
 
 
 def test_status_lists_streams_and_day_counts(thread_sim, tmp_path, capsys):
@@ -529,7 +529,7 @@ def test_sigterm_cancels_like_ctrl_c_and_a_rerun_resumes_to_the_truth(thread_sim
     assert code == 0, err
     summary = json.loads(out.splitlines()[-1])
     assert (summary["skipped"], summary["done"]) == (saved, len(days) - saved)
-    assert sim.stats()["requests"] == len(days) - saved
+    assert sim.stats()["requests"] == len(days) - saved + 1  # and the daily totals
     assert ledger_consistent(db) == len(days) and duplicate_keys(db) == 0
     sim.do(assert_matches_truth, db, sim.sim, days)
 
@@ -545,7 +545,7 @@ def test_dry_run_needs_no_credentials_and_writes_nothing(thread_sim, tmp_path, c
     plan = json.loads(out)
     assert {key: plan[key] for key in ("slices", "skipped", "todo", "requests", "min_seconds",
                                        "sites", "missing", "probes", "estimated")} == {
-        "slices": 5, "skipped": 0, "todo": 5, "requests": 5, "min_seconds": 0.3, "sites": 1,
+        "slices": 5, "skipped": 0, "todo": 5, "requests": 6, "min_seconds": 0.4, "sites": 1,
         "missing": 5, "probes": 0, "estimated": False}
     assert plan["streams"] == [{"site": SITE, "search_type": "web", "not_final_yet": [],
                                 "missing": [f"{days[0]}..{days[-1]}"]}]
@@ -567,5 +567,5 @@ def test_a_start_past_the_horizon_moves_with_one_warning_line(thread_sim, tmp_pa
                          "--base-url", sim.base_url, "--token", TOKEN, "--no-progress")
     assert (code, err.splitlines()) == (0, [warning])
     assert out.startswith("complete: 3 days committed")
-    assert sim.stats()["requests"] == 3
+    assert sim.stats()["requests"] == 3 + 1  # and the daily totals
     sim.do(assert_matches_truth, db, sim.sim, [oldest + timedelta(days=i) for i in range(3)])

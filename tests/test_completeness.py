@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import polars as pl
@@ -217,6 +217,51 @@ def kinds(sim) -> dict[str, int]:
         else:
             found["pages"] += 1
     return found
+
+
+async def test_runs_record_googles_daily_totals_fresh_then_final(make_sim, db):
+    """A sync on Google's timing: one date-only request records every day's totals (fresh ones
+    as fresh), the view's hidden share is the simulator's anonymized share, a later sync asks
+    only for the days whose totals are not final yet and replaces them with final ones."""
+    sim = await make_sim(all_final=False, rows_per_day=200, anonymized_share=0.3)
+    start = sim.today - timedelta(days=8)
+    report = await gsckit.sync_async(SITE, start=start, db=db, token=TOKEN,
+                                     base_url=sim.base_url, progress=False, today=sim.today)
+    newest = sim.newest_final_day()
+    assert report.ok and report.totals_requests == 1
+    totals = [r for r in sim.request_log if r.dimensions == ("date",) and r.row_limit == 25_000]
+    assert [(r.day, r.end_day, r.data_state) for r in totals] == [(start, sim.today, "all")]
+    rows = view(db)
+    assert sorted(rows) == [start + timedelta(days=n) for n in range(9)]
+    for day, row in rows.items():
+        truth = sim.totals(SITE, day, data_state="all")
+        assert (row["total_clicks"], row["total_impressions"]) == (truth.clicks,
+                                                                  truth.impressions)
+        assert row["totals_data_state"] == ("final" if day <= newest else "fresh")
+        assert row["hidden_clicks_share"] == pytest.approx(truth.hidden_clicks_share,
+                                                           abs=0.005)
+    assert report.completeness is not None
+    assert report.completeness.query_total_clicks == sum(r["total_clicks"] for r in rows.values())
+
+    fresh = [newest + timedelta(days=n) for n in range(1, (sim.today - newest).days + 1)]
+    sim.advance(days=4)
+    sim.reset_stats()
+    again = await gsckit.sync_async(SITE, start=start, db=db, token=TOKEN,
+                                    base_url=sim.base_url, progress=False, lookback_days=0,
+                                    today=sim.today)
+    totals = [r for r in sim.request_log if r.dimensions == ("date",) and r.row_limit == 25_000]
+    assert [(r.day, r.end_day) for r in totals] == [(newest + timedelta(days=1), sim.today)]
+    assert again.ok and again.promoted == len(fresh) > 0
+    rows = view(db)
+    for day in fresh:
+        truth = sim.totals(SITE, day, data_state="final")
+        assert rows[day]["totals_data_state"] == "final"
+        assert rows[day]["total_clicks"] == truth.clicks
+        assert rows[day]["detail_clicks"] == truth.query_clicks  # 200 keys: no cap
+    # every committed day has final or fresh totals, and a dry run expects no totals request
+    # for final ones
+    ahead = gsckit.preview_sync(SITE, start=start, db=db, lookback_days=0, today=sim.today)
+    assert ahead.requests == ahead.probes + ahead.todo + 1
 
 
 async def test_an_uncapped_day_is_not_split_and_costs_only_its_pages(make_sim, db):

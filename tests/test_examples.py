@@ -24,14 +24,16 @@ def test_daily_pipeline_syncs_then_fetches_only_fresh_days(thread_sim, tmp_path)
     env = {**os.environ, "GSC_ACCESS_TOKEN": "pipeline-token"}
     first = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
     assert first.returncode == 0, first.stderr
-    # 7 days with data per property (the newest is the simulated today), 2 probes
+    # 7 days with data per property (the newest is the simulated today), 2 probes, 2 requests
+    # for the daily totals
     assert "complete: 14 days committed (8 final; 6 fresh)" in first.stdout, first.stdout
-    assert sim.stats()["requests"] == 16
+    assert sim.stats()["requests"] == 14 + 2 + 2
     second = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
     assert second.returncode == 0, second.stderr
     assert "complete: 6 days committed (6 fresh), 8 already done" in second.stdout, (
         second.stdout)
-    assert sim.stats()["requests"] == 16 + 8, "a second run asks only for the fresh days"
+    assert sim.stats()["requests"] == 18 + 6 + 2 + 2, (
+        "a second run asks only for the fresh days (and their probes and totals)")
     lines = (tmp_path / "audit.jsonl").read_text().splitlines()
     events = [json.loads(line) for line in lines]
     assert [e["event"] for e in events].count("run_start") == 2

@@ -7,6 +7,7 @@ below can be worked out by hand from the rows (the arithmetic is spelled out in 
 from __future__ import annotations
 
 import sys
+import warnings
 from collections.abc import Sequence
 from datetime import date, timedelta
 from pathlib import Path
@@ -418,6 +419,31 @@ def test_capped_days_and_hidden_share_warn_when_the_store_knows(db):
     hidden = (0.2 * 100 + 0.5 * 300) / 400
     assert any(f"{hidden:.0%} of clicks" in line for line in lines)
     assert ex.completeness_warnings(db, SHOP, start=D1, end=D2) == []
+
+
+async def test_capped_days_and_hidden_share_warn_after_a_real_backfill(make_sim, tmp_path):
+    """The same warnings from what a backfill stored: two capped days (split off) whose rows
+    miss the anonymized 40% of clicks (and the rows past the cap), against Google's totals."""
+    from .conftest import SITE, day_range, run
+
+    sim = await make_sim(rows_per_day=60_000, anonymized_share=0.4)
+    days = day_range(20, 2)
+    path = tmp_path / "gsc.duckdb"
+    report = await run(sim, path, days[0], days[-1], split="off")
+    assert report.ok and report.totals_requests == 1
+    lines = ex.completeness_warnings(path, SITE, start=days[0], end=days[-1])
+    assert any("2 of 2 days" in line and "50,000-row cap" in line for line in lines), lines
+    frame = gsckit.open(path).completeness(SITE)
+    hidden = float((frame["hidden_clicks_share"] * frame["total_clicks"]).sum()
+                   / frame["total_clicks"].sum())
+    assert hidden == pytest.approx(0.4, abs=0.01)  # the rows past the cap had few clicks
+    assert any(f"{hidden:.0%} of clicks" in line and "anonymized" in line for line in lines)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ex.movers(path, SITE, current=(days[1], days[1]))
+    texts = [str(w.message) for w in caught if w.category is CompletenessWarning]
+    assert any("50,000-row cap" in text for text in texts), texts
+    assert any("hidden from query rows" in text for text in texts), texts
 
 
 @pytest.mark.parametrize("call, message", [

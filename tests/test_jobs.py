@@ -115,7 +115,7 @@ def test_cancel_commits_nothing_partial_and_a_rerun_resumes(thread_sim, tmp_path
                          progress=False)  # the file is free again: the cancelled job let go
     report = again.result(timeout=60)
     assert report.ok and report.skipped == kept and report.done == 30 - kept
-    assert sim.stats()["requests"] == 30 - kept
+    assert sim.stats()["requests"] == 30 - kept + 1  # and the daily totals of the 30 days
     assert_matches_truth(db, sim.sim, days)
 
 
@@ -183,3 +183,29 @@ def test_a_script_that_exits_while_its_job_runs_cancels_it_cleanly(thread_sim, t
     assert 2 <= kept < 30
     with duckdb.connect(str(db), read_only=True):
         pass  # nobody holds the file any more
+
+
+def test_start_sync_runs_a_sync_in_the_background_with_its_checks_in_the_caller(thread_sim,
+                                                                                tmp_path):
+    sim = thread_sim(rows_per_day=300)
+    db = tmp_path / "gsc.duckdb"
+    start = day_range(12, 1)[0]
+    with pytest.raises(gsckit.ConfigError, match="lookback_days"):
+        gsckit.start_sync(SITE, start=start, db=db, token=TOKEN, lookback_days=-1)
+    with pytest.raises(gsckit.ConfigError, match="split"):
+        gsckit.start_sync(SITE, start=start, db=db, token=TOKEN, split="sometimes")
+    with pytest.raises(gsckit.ConfigError, match="data_state"):
+        gsckit.start_sync(SITE, start=start, db=db, token=TOKEN, data_state="hourly")
+    assert not db.exists() and sim.stats()["requests"] == 0
+    job = gsckit.start_sync([SITE], start=start, db=db, token=TOKEN, base_url=sim.base_url,
+                            progress=False)
+    assert "sync of sc-domain:example.com" in repr(job)
+    report = job.result(timeout=60)
+    today = gsckit.planner.pacific_today()
+    days = (today - start).days + 1
+    assert report.ok and report.done == ledger_agrees_with_rows(db) == days
+    assert report.probes == 1 and report.totals_requests == 1
+    assert duplicate_keys(db) == 0
+    again = gsckit.start_sync(SITE, start=start, db=db, token=TOKEN, base_url=sim.base_url,
+                              progress=False).result(timeout=60)
+    assert again.ok and again.done == 0 and again.skipped == days

@@ -24,7 +24,7 @@ import pytest
 
 import gsckit
 from gsckit import EngineConfig, RetryPolicy, RunHalted
-from gsckit.freshness import Freshness, estimate, parse_probe, plan_stream
+from gsckit.freshness import PROBE_ROW_LIMIT, Freshness, estimate, parse_probe, plan_stream
 from gsckit.planner import Slice, earliest_day, pacific_today
 from gsckit.sim import Faults
 from gsckit.store import LedgerDay, Store
@@ -36,13 +36,22 @@ NOW = datetime.combine(days_ago(4), time(12))  # the simulated noon, four days b
 GOOGLE = {"all_final": False, "now": NOW, "rows_per_day": 120}
 
 
-def data_requests(sim) -> Counter:
-    """Single-day requests per day (pages of a day slice)."""
-    return Counter(r.day for r in sim.request_log if r.day == r.end_day and r.status == 200)
-
-
 def probe_requests(sim) -> list:
-    return [r for r in sim.request_log if r.day != r.end_day]
+    """The requests for Google's newest final day (grouped by date or hour, 1,000 rows)."""
+    return [r for r in sim.request_log if r.row_limit == PROBE_ROW_LIMIT]
+
+
+def totals_requests(sim) -> list:
+    """The requests for the daily totals (grouped by date alone, a full page)."""
+    return [r for r in sim.request_log
+            if r.dimensions == ("date",) and r.row_limit != PROBE_ROW_LIMIT]
+
+
+def data_requests(sim) -> Counter:
+    """Successful page requests per day (neither probes nor totals)."""
+    other = {id(r) for r in (*probe_requests(sim), *totals_requests(sim))}
+    return Counter(r.day for r in sim.request_log
+                   if id(r) not in other and r.day == r.end_day and r.status == 200)
 
 
 def ledger(db: Path) -> pl.DataFrame:
@@ -142,6 +151,10 @@ async def test_a_final_backfill_over_fresh_days_commits_them_only_once_final(mak
     newest = sim.newest_final_day()
     assert report.ok and (report.done, report.final_days, report.not_final_yet) == (4, 4, 3)
     assert report.probes == 1 and len(probe_requests(sim)) == 1
+    # the daily totals of the days committed, all final: one request for final data
+    [totals] = totals_requests(sim)
+    assert report.totals_requests == 1 and totals.data_state == "final"
+    assert (totals.day, totals.end_day) == (days[0], newest)
     assert max(data_requests(sim)) == newest, "nothing is asked for a day that is not final"
     assert ledger(db)["date"].to_list() == [d for d in days if d <= newest]
     sim.advance(days=3)
@@ -206,7 +219,8 @@ async def test_sync_across_time(make_sim, db):
     start = sim.today - timedelta(days=6)
     first = await sync(sim, db, start=start)
     fresh = span(sim.newest_final_day() + timedelta(days=1), sim.today)
-    assert (first.final_days, first.fresh_days, first.requests, first.probes) == (4, 3, 8, 1)
+    assert (first.final_days, first.fresh_days, first.requests, first.probes) == (4, 3, 9, 1)
+    assert first.totals_requests == len(totals_requests(sim)) == 1
     assert all(holds(db, sim, day, "all") for day in span(start, sim.today))
     assert ledger(db).filter(pl.col("data_state") == "fresh")["date"].to_list() == fresh
 
@@ -215,7 +229,10 @@ async def test_sync_across_time(make_sim, db):
     report = await sync(sim, db, start=start, lookback_days=0)
     assert data_requests(sim) == Counter([*fresh, sim.today]), (
         "only the fresh days are fetched again (and the new day)")
-    assert (report.promoted, report.fresh_days, report.requests) == (1, 3, 5)
+    # the totals of the days without final totals: the fresh ones and the new one
+    assert (report.promoted, report.fresh_days, report.requests) == (1, 3, 6)
+    [totals] = totals_requests(sim)
+    assert (totals.day, totals.end_day, totals.data_state) == (fresh[0], sim.today, "all")
     assert all(holds(db, sim, day, "all") for day in span(start, sim.today))
 
     sim.advance(days=3)
@@ -232,11 +249,12 @@ async def test_sync_across_time(make_sim, db):
     report = await sync(sim, db, start=start, data_state="final")
     assert (report.requests, report.probes, report.done, report.not_final_yet) == (1, 1, 0, 3)
     assert len(probe_requests(sim)) == 1 and not data_requests(sim)
+    assert not totals_requests(sim), "every final day's totals are final already"
     # and one for fresh data too asks only what its fresh days need
     report = await sync(sim, db, start=start)
     fresh = span(sim.newest_final_day() + timedelta(days=1), sim.today)
     assert data_requests(sim) == Counter(fresh)
-    assert (report.requests, report.fresh_days, report.skipped) == (4, 3, len(final))
+    assert (report.requests, report.fresh_days, report.skipped) == (5, 3, len(final))
     assert duplicate_keys(db) == 0
 
 
@@ -251,7 +269,10 @@ async def test_the_look_back_rechecks_each_recent_final_day_once(make_sim, db):
     # final days among the newest 4 that Google had moved past since: asked once more
     rechecked = span(f0 - timedelta(days=2), f0)
     assert data_requests(sim) == Counter([*rechecked, f0 + timedelta(days=1)])
-    assert report.final_days == 4 and report.requests == 5
+    # and the totals of the one day without final totals
+    assert report.final_days == 4 and report.requests == 6
+    [totals] = totals_requests(sim)
+    assert (totals.day, totals.end_day) == (f0 + timedelta(days=1),) * 2
     entries = ledger(db)
     assert entries.filter(pl.col("rechecked"))["date"].to_list() == rechecked
     sim.reset_stats()
@@ -446,7 +467,7 @@ def test_sync_command_json_and_status(thread_sim, tmp_path, capsys, monkeypatch)
     assert {k: summary[k] for k in ("done", "final_days", "fresh_days", "promoted",
                                     "not_final_yet", "probes", "requests")} == {
         "done": 6, "final_days": 3, "fresh_days": 3, "promoted": 0, "not_final_yet": 0,
-        "probes": 1, "requests": 7}
+        "probes": 1, "requests": 8}
     code, out, err = cli(capsys, "sync", SITE, "--start", start, "--db", db, "--base-url",
                          sim.base_url, "--no-progress", "--data-state", "final", "--json")
     assert code == 0 and json.loads(out)["not_final_yet"] == 3

@@ -1,12 +1,10 @@
 """Warnings for figures that rest on incomplete days.
 
-Every analysis calls :func:`warn` with the ranges it read. Today the ledger tells two things: days
-of the range that were never committed (they count as nothing) and days committed with fresh
-data (Google may still change them). When the store gains per-day completeness (issue
-"Completeness": ``Database.completeness(site, start=..., end=...)`` returning one row per day and
-stream with ``search_type``, ``dimensions``, ``date``, ``capped``, ``total_clicks`` and
-``hidden_clicks_share``), the same call also warns about days that hit the 50,000-row cap and
-about a high share of clicks hidden from query rows. Until then that part is a no-op.
+Every analysis calls :func:`warn` with the ranges it read. From the ledger: days of the range
+that were never committed (they count as nothing) and days committed with fresh data (Google may
+still change them). From the store's per-day completeness (:meth:`gsckit.Database.completeness`,
+measured against Google's daily totals): days whose answers reached the 50,000-row cap, and a
+high share of clicks hidden from query rows (anonymized queries).
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ from .access import busy, check_path, connect, holder, in_utc
 from .days import LedgerDay, Stream, completed, read_days
 from .locks import Timeout, current_writer, reader_pass
 from .schema import FINAL, FRESH, LEDGER, TABLE
-from .writer import local_writer, split_stops
+from .writer import final_totals, local_writer, split_stops
 
 if TYPE_CHECKING:
     from ..export import ExportReport
@@ -228,6 +228,13 @@ class Database:
         frame = self.sql(f"SELECT site, search_type, dimensions, filters, avg(pages) AS pages "
                          f"FROM {LEDGER} GROUP BY ALL")
         return {(r[0], r[1], r[2], r[3]): float(r[4]) for r in frame.iter_rows()}
+
+    def final_totals(self, keys: Iterable[tuple[str, str, str]]
+                     ) -> dict[tuple[str, str, str], set[date]]:
+        """The days of each (site, search type, filters) whose final daily totals are recorded
+        (what a run does not ask for again)."""
+        wanted = set(keys)
+        return self._read(lambda con: final_totals(con, wanted))
 
     def split_requests_per_day(self, streams: Iterable[tuple[str, str, str, str]]
                                ) -> dict[tuple[str, str, str, str], float]:

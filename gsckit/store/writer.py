@@ -288,23 +288,26 @@ class Store:
         it): a checkpoint per lend would cost as much and leave the file fragmented (36 vs 42
         bytes a row after a lend per day, measured).
         """
+        # under the mutex: a read in this process waits for the connection to close and the
+        # file to be lent, then reads the file, instead of finding it held half-way
         with self._mutex:
             con, self._con = self._con, None
-        if con is None:
-            return
-        # a failed checkpoint leaves the WAL, which the next open replays
-        with contextlib.suppress(duckdb.Error):
-            con.execute("CHECKPOINT" if checkpoint else "PRAGMA disable_checkpoint_on_shutdown")
-        with contextlib.suppress(duckdb.Error):
-            con.close()
-        self._protect()
-        self._locks.lend()
+            if con is None:
+                return
+            # a failed checkpoint leaves the WAL, which the next open replays
+            with contextlib.suppress(duckdb.Error):
+                con.execute("CHECKPOINT" if checkpoint
+                            else "PRAGMA disable_checkpoint_on_shutdown")
+            with contextlib.suppress(duckdb.Error):
+                con.close()
+            self._protect()
+            self._locks.lend()
 
     def _shut(self, checkpoint: bool) -> None:
+        self._release(checkpoint)
         with _WRITERS_LOCK:
             if _WRITERS.get(self.path.resolve()) is self:
                 del _WRITERS[self.path.resolve()]
-        self._release(checkpoint)
         self._locks.close()
 
     def close(self) -> None:
@@ -367,6 +370,11 @@ class Store:
             f"SELECT c.* FROM {COMPLETENESS} AS c JOIN {LEDGER} AS l USING (site, search_type, "
             "dimensions, filters, date) WHERE l.slice_key IN (SELECT unnest(?::VARCHAR[])) "
             "ORDER BY site, search_type, dimensions, filters, date", params=[keys]))
+
+    def final_totals(self, keys: Iterable[tuple[str, str, str]]
+                     ) -> dict[tuple[str, str, str], set[date]]:
+        """The days of each (site, search type, filters) whose final totals are recorded."""
+        return final_totals(self._connection(), keys)
 
     def split_stops(self, streams: Iterable[tuple[str, str, str, str]]
                     ) -> dict[tuple[str, str, str, str], tuple[date, int]]:
@@ -561,3 +569,19 @@ def split_stops(con: Any, streams: Iterable[tuple[str, str, str, str]]
     return {(site, kind, dims, filters): (day, int(parts))
             for site, kind, dims, filters, day, parts in rows
             if (site, kind, dims, filters) in wanted}
+
+
+def final_totals(con: Any, keys: Iterable[tuple[str, str, str]]
+                 ) -> dict[tuple[str, str, str], set[date]]:
+    """The days of each (site, search type, filters) of ``keys`` whose final daily totals are
+    recorded (none in a file older than the totals table)."""
+    wanted = [list(key) for key in set(keys)]
+    if not wanted or schema.version(con) < 4:
+        return {}
+    found: dict[tuple[str, str, str], set[date]] = {}
+    rows = con.execute(
+        f"SELECT site, search_type, filters, date FROM {TOTALS} WHERE data_state = 'final' "
+        "AND [site, search_type, filters] IN (SELECT unnest(?::VARCHAR[][]))", [wanted]).fetchall()
+    for site, search_type, filters, day in rows:
+        found.setdefault((site, search_type, filters), set()).add(day)
+    return found
