@@ -9,10 +9,10 @@ Each launch is killed at a random moment: one in eight while it starts (imports,
 WAL replay, the plan), the others after it started fetching, at a time drawn from the measured
 seconds per committed day so that the kills spread over the whole backfill (fetching, parsing,
 commits and DuckDB's automatic checkpoints), and a launch that gets to the end of its work, at a
-moment after it said so (the closing checkpoint). One kill in 20 is kept for the end: once every
-day is in, launches that replay the WAL the last kill left are killed in their closing
-checkpoint. Re-fetched slices come from the simulator's request log: a day
-answered in full to more than one launch.
+moment after it said so (the closing checkpoint). One kill in 20 is kept for the end: the launch
+after the others runs to the end of its work and is killed in its closing checkpoint, and so are
+the launches after it, which replay the WAL the last kill left and checkpoint it. Re-fetched
+slices come from the simulator's request log: a day answered in full to more than one launch.
 
 **Faults**: ``gsckit.backfill`` over several sites and search types against a simulator that
 answers a share of the query requests with each fault kind it has (every kind in
@@ -285,8 +285,9 @@ def kill_campaign(workdir: Path, *, kills: int = 200, days: int = 300,
             # about ``mean`` days on average), with a few left for its closing checkpoint: when
             # it has nothing left to fetch, a launch replays the WAL the last kill left, then
             # checkpoints it at the end
+            timed = remaining > 0 and phases.total() < kills - reserve
             mean = remaining / max(1, kills - reserve - phases.total())
-            at_start = remaining > 0 and rng.random() < 0.12
+            at_start = timed and rng.random() < 0.12
             spawned = time.monotonic()
             proc = _launch(sim, db, audit.path, span)
             kill_at = spawned + rng.uniform(0, startup_s) if at_start else None
@@ -301,7 +302,7 @@ def kill_campaign(workdir: Path, *, kills: int = 200, days: int = 300,
                 if audit.started and not was_started:
                     started_at = now
                     startup_s = 0.8 * startup_s + 0.2 * (now - spawned)
-                    if kill_at is None and remaining:
+                    if kill_at is None and timed:
                         kill_at = now + rng.uniform(0, 2 * mean * day_s)
                 if audit.done != was_done:
                     last_done_at = now
