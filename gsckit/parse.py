@@ -45,12 +45,9 @@ def empty_page(dimensions: Sequence[str]) -> pl.DataFrame:
     return pl.DataFrame(schema=page_schema(dimensions))
 
 
-def parse_page(body: bytes, dimensions: Sequence[str]) -> pl.DataFrame:
-    """Parse one Search Analytics response into dimension columns plus the four metrics.
-
-    Raises :class:`TransportError` for a body that is not the expected JSON (truncated, HTML, or
-    keys that do not match the requested dimensions), which the client retries.
-    """
+def answer_rows(body: bytes) -> pl.DataFrame | None:
+    """An answer's ``rows`` as ``keys`` (a list) and the four metrics, one row each; ``None``
+    when it has none. Raises :class:`TransportError` for a body that is not a JSON object."""
     try:
         top = pl.read_json(io.BytesIO(body), schema=_BODY)
     except Exception as exc:  # polars raises several types for malformed input
@@ -59,8 +56,19 @@ def parse_page(body: bytes, dimensions: Sequence[str]) -> pl.DataFrame:
         raise TransportError("response body is not a JSON object")
     rows = top.get_column("rows")
     if rows.null_count() or rows.list.len()[0] == 0:
+        return None
+    return top.select(pl.col("rows").explode()).unnest("rows")
+
+
+def parse_page(body: bytes, dimensions: Sequence[str]) -> pl.DataFrame:
+    """Parse one Search Analytics response into dimension columns plus the four metrics.
+
+    Raises :class:`TransportError` for a body that is not the expected JSON (truncated, HTML, or
+    keys that do not match the requested dimensions), which the client retries.
+    """
+    flat = answer_rows(body)
+    if flat is None:
         return empty_page(dimensions)
-    flat = top.select(pl.col("rows").explode()).unnest("rows")
     if len(dimensions) and (flat.get_column("keys").list.len() != len(dimensions)).any():
         raise TransportError("response rows do not carry one key per requested dimension")
     columns: list[pl.Expr] = []

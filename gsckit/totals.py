@@ -14,7 +14,6 @@ data: its totals are recorded as zeros.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -23,13 +22,12 @@ from typing import Any
 import polars as pl
 
 from .errors import TransportError
+from .parse import answer_rows
 from .planner import Filter, Slice
 
 TotalsKey = tuple[str, str, str]
 """(site, search type, filters key): the streams that share daily totals (dimensions aside)."""
 
-_ROW = pl.Struct({"keys": pl.List(pl.String), "clicks": pl.Float64, "impressions": pl.Float64,
-                  "ctr": pl.Float64, "position": pl.Float64})
 _SCHEMA: dict[str, pl.DataType] = {"date": pl.Date(), "clicks": pl.Int64(),
                                    "impressions": pl.Int64(), "ctr": pl.Float64(),
                                    "position": pl.Float64()}
@@ -87,16 +85,9 @@ class TotalsRequest:
 def parse_totals(body: bytes) -> pl.DataFrame:
     """A date-grouped answer as ``date``, ``clicks``, ``impressions``, ``ctr``, ``position``
     (no position for Discover and Google News); no per-row Python."""
-    try:
-        top = pl.read_json(io.BytesIO(body), schema={"rows": pl.List(_ROW)})
-    except Exception as exc:  # polars raises several types for malformed input
-        raise TransportError(f"response body is not valid JSON ({type(exc).__name__})") from None
-    if top.height != 1:
-        raise TransportError("response body is not a JSON object")
-    rows = top.get_column("rows")
-    if rows.null_count() or rows.list.len()[0] == 0:
+    flat = answer_rows(body)
+    if flat is None:
         return pl.DataFrame(schema=_SCHEMA)
-    flat = top.select(pl.col("rows").explode()).unnest("rows")
     try:
         return flat.select(
             pl.col("keys").list.get(0).str.slice(0, 10).str.to_date("%Y-%m-%d").alias("date"),
