@@ -283,24 +283,34 @@ class SlidingWindowLimiter:
 
     def _limit_at(self, state: _KeyState, now: float) -> int:
         """The key's limit at ``now``: its cut plus ``increase`` per whole window since."""
-        if not state.cut:
-            return self._limit
-        limit = state.cut + self._increase * int((now - state.cut_at) // self._window)
+        limit = self._projected(state, now)
         if limit >= self._limit:
             state.cut = 0
-            return self._limit
         return limit
 
+    def _projected(self, state: _KeyState, t: float) -> int:
+        """The key's limit at ``t`` (now or later) if no other slow-down comes first."""
+        if not state.cut:
+            return self._limit
+        return min(self._limit, state.cut + self._increase * int((t - state.cut_at)
+                                                                 // self._window))
+
     def _respace(self, state: _KeyState, now: float) -> None:
-        """Move the key's future reservations later so they follow its lowered pace."""
-        interval = self._window / self._limit_at(state, now)
+        """Move the key's future reservations later so they follow its lowered pace.
+
+        Each follows the one before by ``window_s`` over the limit at its own time: spaced at
+        the pace of the cut alone, a deep cut (to 1) would hold every pending reservation one
+        window apart long after the limit had recovered, and a new cut before they drain would
+        keep the key at that pace for good (measured: 1 request a window for minutes).
+        """
         last = state.recent[-1] if state.recent else None
-        earliest = now if last is None else max(now, last.t + interval * last.units)
+        earliest = now if last is None else max(
+            now, last.t + self._window / self._limit_at(state, now) * last.units)
         for slot in state.slots:
             if slot.t <= now:
                 continue
             slot.t = max(slot.t, earliest)
-            earliest = slot.t + interval * slot.units
+            earliest = slot.t + self._window / self._projected(state, slot.t) * slot.units
 
     def _reserve(self, states: list[_KeyState], units: int, now: float) -> _Slot:
         """Record ``units`` at the earliest instant that every key admits, and return the slot."""
@@ -312,8 +322,10 @@ class SlidingWindowLimiter:
                 state.reserved -= slots.popleft().units
             if not slots:
                 continue
-            limit = max(units, self._limit_at(state, now))
             last = slots[-1]
+            self._limit_at(state, now)
+            # behind reservations in the future, the limit of their time (it may have recovered)
+            limit = max(units, self._projected(state, max(now, last.t)))
             t = max(t, last.t + self._window / limit * last.units)
             if state.reserved + units > limit:
                 t = max(t, self._free_after(slots, state.reserved, units, limit))

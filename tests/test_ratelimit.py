@@ -544,6 +544,41 @@ async def test_pending_reservations_follow_the_lowered_pace() -> None:
             assert count <= limit_at(t), (t, count)
 
 
+async def test_a_deep_cut_recovers_at_the_pace_of_the_limit_not_of_the_cut() -> None:
+    # found by the fault campaign (benchmarks/soak.py): after cuts to 1, the 16 pending
+    # reservations were spaced a window apart and the key sent 1 request a window for 16 windows
+    vt = VirtualTime()
+    limiter = SlidingWindowLimiter(960, 60.0, clock=vt.clock, sleep=vt.sleep)
+    grants: list[float] = []
+    cut_at, end = 120.0, 900.0
+
+    async def worker() -> None:
+        while vt.now < end:
+            await limiter.acquire(["cred:1"])
+            grants.append(vt.now)
+
+    async def throttle() -> None:
+        await vt.sleep(cut_at)
+        while limiter.limit_of("cred:1") > 1:
+            limiter.slow_down(["cred:1"])
+
+    for _ in range(16):
+        vt.spawn(worker())
+    vt.spawn(throttle())
+    await vt.run_all()
+
+    def limit_at(t: float) -> int:  # 1, then + 48 (960 // 20) per whole window since the cut
+        return min(960, 1 + 48 * int((t - cut_at) // 60.0))
+
+    for k in range(2, 12):
+        lo = cut_at + 60.0 * k
+        got = sum(1 for t in grants if lo < t <= lo + 60.0)
+        assert got >= 0.9 * limit_at(lo), (k, got, limit_at(lo))
+    for t, count in counts_at_grants([(t, 1) for t in grants], 60.0):
+        if t > cut_at:
+            assert count <= limit_at(t), (t, count)
+
+
 async def test_a_slow_down_is_answered_once_per_request_generation() -> None:
     vt = VirtualTime()
     limiter = SlidingWindowLimiter(100, 10.0, clock=vt.clock, sleep=vt.sleep)

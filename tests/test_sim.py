@@ -18,21 +18,26 @@ import time
 import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 import aiohttp
+import duckdb
 import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 from yarl import URL
 
+import gsckit
+from gsckit import EngineConfig, RetryPolicy
 from gsckit.errors import ConfigError
 from gsckit.planner import Filter, earliest_day, pacific_today
 from gsckit.sim import (
     COUNTRIES,
     DEVICES,
+    RATE_FAULTS,
     SEARCH_APPEARANCES,
     Faults,
     SimConfig,
@@ -399,6 +404,7 @@ ERROR_FAULTS = {
     "403_rate": (403, "userRateLimitExceeded", "PERMISSION_DENIED", "usageLimits", "Rate Limit"),
     "500": (500, "backendError", "INTERNAL", "global", "Backend Error"),
     "503": (503, "backendError", "UNAVAILABLE", "global", "unavailable"),
+    "504": (504, "backendError", "DEADLINE_EXCEEDED", "global", "Deadline exceeded"),
     "403_permission": (403, "forbidden", "PERMISSION_DENIED", "global",
                        f"User does not have sufficient permission for site '{SITE}'. See also: "
                        "https://support.google.com/webmasters/answer/2451999."),
@@ -424,6 +430,50 @@ async def test_scripted_error_faults(make_sim: MakeSim, session: aiohttp.ClientS
     stats = sim.stats()
     assert stats["faults"] == {kind: 1} and stats["ok"] == 2 and stats["requests"] == 3
     assert [r.fault for r in sim.request_log] == [None, kind, None]
+
+
+async def test_bad_gateway_fault_is_the_front_ends_html_page(
+        make_sim: MakeSim, session: aiohttp.ClientSession) -> None:
+    sim = await make_sim(rows_per_day=10, faults=Faults(script={1: "502"}))
+    async with session.post(query_url(sim), json=body(),
+                            headers={"Authorization": f"Bearer {TOKEN}"}) as resp:
+        assert resp.status == 502 and resp.content_type == "text/html"
+        page = await resp.text()
+    assert "Error 502 (Server Error)" in page and "try again in 30 seconds" in page
+    assert (await post(session, sim, body()))[0] == 200
+    stats = sim.stats()
+    assert stats["faults"] == {"502": 1} and stats["by_status"] == {"502": 1, "200": 1}
+    assert stats["ok"] == 1 and sim.request_log[0].status == 502
+
+
+async def test_every_rate_fault_kind_is_drawn(make_sim: MakeSim,
+                                              session: aiohttp.ClientSession) -> None:
+    rates = {kind: 0.9 / len(RATE_FAULTS) for kind in RATE_FAULTS}
+    sim = await make_sim(rows_per_day=5, faults=Faults(seed=2, rates=rates, stall_s=0))
+    for _ in range(300):
+        try:
+            async with session.post(query_url(sim), json=body(),
+                                    headers={"Authorization": f"Bearer {TOKEN}"}) as resp:
+                await resp.read()
+        except aiohttp.ClientError:
+            pass  # the reset and truncate kinds hang up
+    faults = sim.stats()["faults"]
+    assert set(faults) == set(RATE_FAULTS) and {"502", "504"} <= set(faults)
+    assert all(n >= 5 for n in faults.values()), faults
+
+
+async def test_backfill_retries_bad_gateway_and_gateway_timeout(make_sim: MakeSim,
+                                                                tmp_path: Path) -> None:
+    sim = await make_sim(rows_per_day=300, faults=Faults(script={1: "502", 2: "504", 4: "502"}))
+    db = tmp_path / "gsc.duckdb"
+    report = await gsckit.backfill_async(SITE, DAY, DAY + timedelta(days=2), db=db,
+                                         token=TOKEN, base_url=sim.base_url, progress=False,
+                                         config=EngineConfig(max_concurrency=1, retry=RetryPolicy(
+                                             base_s=0.01, max_backoff_s=0.02)))
+    assert report.ok and report.done == 3 and report.retries == 3
+    assert sim.stats()["faults"] == {"502": 2, "504": 1}
+    with duckdb.connect(str(db)) as con:
+        assert con.execute("SELECT count(*) FROM search_analytics").fetchone()[0] == 900
 
 
 async def test_reset_fault_drops_the_connection(make_sim: MakeSim,
@@ -574,8 +624,8 @@ async def test_stats_peaks_duplicates_and_in_flight(make_sim: MakeSim,
     assert TOKEN not in text and "ya29" not in text
     record = sim.request_log[-1]
     assert (record.site, record.token_id, record.day, record.start_row, record.row_limit,
-            record.status, record.rows, record.fault) == (SITE, "token#1", DAY, 10, 10, 200, 10,
-                                                          None)
+            record.status, record.rows, record.fault, record.search_type) == (
+                SITE, "token#1", DAY, 10, 10, 200, 10, None, "web")
     assert record.finished - record.arrived >= 0.3
     sim.reset_stats()
     assert sim.stats()["requests"] == 0 and sim.request_log == []

@@ -1,74 +1,62 @@
-"""Long soak runs, excluded from ``make test``; run them with ``make soak``."""
+"""The reliability campaign (issue 5 §8), excluded from ``make test``; run it with ``make soak``.
+
+Both tests run ``benchmarks/soak.py``'s campaigns at full size, print its figures, and assert
+the end state: the table equal to the simulator's truth, no duplicate key, the ledger agreeing
+with the rows, the file opening cleanly.
+"""
 
 from __future__ import annotations
 
-import random
-import signal
-import time
+from pathlib import Path
 
 import pytest
 
-from gsckit import EngineConfig, RetryPolicy, Timeouts
-from gsckit.sim import Faults
-
-from .conftest import SITE, assert_matches_truth, day_range, duplicate_keys, run
-from .test_resume import DAYS, committed_slices, ledger_consistent, start_backfill
-
-MIXED = {"429": 0.02, "403_quota": 0.01, "403_rate": 0.01, "500": 0.02, "503": 0.02,
-         "reset": 0.02, "truncate": 0.02, "invalid_json": 0.02, "stall": 0.01}
+from benchmarks import soak
+from gsckit.sim import RATE_FAULTS
 
 
-@pytest.mark.soak
-async def test_fault_campaign_of_two_thousand_requests_loses_nothing(make_sim, db):
-    sim = await make_sim(rows_per_day=lambda site, t, day: 20_000 + day.toordinal() % 7 * 5_000,
-                         faults=Faults(seed=11, rates=MIXED, stall_s=4.0))
-    sites = [SITE, "https://www.example.org/"]
-    days = day_range(200, 160)
-    policy = RetryPolicy(max_attempts=10, base_s=0.01, max_backoff_s=0.1, quota_pause_s=0.5)
-    # qpm 1,200 per 1-s window: scaled time, so that the limiter does not bind
-    config = EngineConfig(max_concurrency=16, qpm=1_200, qpm_window_s=1.0, retry=policy,
-                          timeouts=Timeouts(total=20, connect=2, sock_read=2.0))
-    # a random 403 quotaExceeded after a site's pause is a load quota that persists: the site
-    # stops and a re-run resumes it, as a scheduler would
-    done = retries = 0
-    for _ in range(20):
-        report = await run(sim, db, days[0], days[-1], site=sites,
-                           search_type="web,image,video", config=config)
-        done += report.done
-        retries += report.retries
-        if report.ok:
-            break
-    stats = sim.stats()
-    assert stats["requests"] >= 2_000
-    assert sum(stats["faults"].values()) >= 200 and set(stats["faults"]) == set(MIXED)
-    assert report.ok and done == 2 * 3 * 160
-    assert duplicate_keys(db) == 0
-    # the server may see a page twice only when the client gave up on it (timeout) and retried
-    assert stats["duplicates"] <= retries, (stats["duplicates"], retries)
-    for site in sites:
-        assert_matches_truth(db, sim, days[::20], site=site)
+def _show(capsys: pytest.CaptureFixture[str], text: str) -> None:
+    with capsys.disabled():
+        print("\n" + text, flush=True)
+
+
+def _assert_end_state(end: soak.EndState) -> None:
+    assert end.rows == end.truth_rows > 0
+    assert end.equal_to_truth, "the table differs from the simulator's ground truth"
+    assert end.duplicate_keys == 0
+    assert end.ledger_entries == end.slices and end.ledger_disagreements == 0
+    assert end.opens_cleanly
 
 
 @pytest.mark.soak
-def test_ten_sigkills_then_a_clean_finish(thread_sim, tmp_path):
-    sim = thread_sim(rows_per_day=30_000, latency_s=0.15)
-    db = tmp_path / "gsc.duckdb"
-    rng = random.Random(5)
-    for kill in range(10):
-        audit = tmp_path / f"audit{kill}.jsonl"
-        proc = start_backfill(sim, db, audit)
-        target = rng.randint(1, 3)
-        deadline = time.monotonic() + 60
-        while committed_slices(audit) < target and proc.poll() is None:
-            assert time.monotonic() < deadline
-            time.sleep(0.005)
-        time.sleep(rng.uniform(0, 0.3))
-        proc.send_signal(signal.SIGKILL)
-        proc.communicate(timeout=10)
-        ledger_consistent(db)
-        assert duplicate_keys(db) == 0
-    final = start_backfill(sim, db, tmp_path / "final.jsonl")
-    _, err = final.communicate(timeout=180)
-    assert final.returncode == 0, err.decode()
-    assert ledger_consistent(db) == len(DAYS)
-    sim.do(assert_matches_truth, db, sim.sim, DAYS)
+def test_two_hundred_sigkills_of_one_cli_backfill_lose_nothing(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    figures = soak.kill_campaign(tmp_path, kills=200, log=lambda line: _show(capsys, line))
+    _show(capsys, soak.describe_kills(figures))
+    assert figures.kills >= 200
+    assert figures.final_exit_code == 0, "the last launch did not finish cleanly"
+    _assert_end_state(figures.end)
+    assert not figures.end.wal_left, "the clean finish left a WAL behind"
+    # the moments spread over the run: while starting, while fetching and committing, closing
+    phases = figures.kills_by_phase
+    assert phases.get("starting", 0) >= 10 and phases.get("fetching and committing", 0) >= 100
+    assert phases.get("closing", 0) >= 1
+    assert figures.killed_with_work_left >= 150
+    # a launch re-fetches at most the days held in memory at the last kill (the page bound,
+    # 16 one-page days), and those of the kill before when the launch between got no further
+    assert figures.max_refetched_in_one_launch <= 32
+    # every day was answered in full once plus once per re-fetch (the simulator's request log)
+    assert figures.slices_fetched - figures.slices_refetched == figures.days
+
+
+@pytest.mark.soak
+def test_ten_thousand_requests_with_every_fault_kind_lose_nothing(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    figures = soak.fault_campaign(tmp_path, requests=10_000,
+                                  log=lambda line: _show(capsys, line))
+    _show(capsys, soak.describe_faults(figures))
+    assert figures.requests >= 10_000
+    assert figures.fault_share >= 0.10
+    assert set(figures.faults) == set(RATE_FAULTS) and {"502", "504"} <= set(figures.faults)
+    assert min(figures.faults.values()) >= 100, figures.faults
+    _assert_end_state(figures.end)

@@ -27,7 +27,7 @@ _CANON.update(by_page="byPage", by_property="byProperty",
               by_news_showcase_panel="byNewsShowcasePanel")
 _ERROR_STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED",
                  404: "NOT_FOUND", 429: "RESOURCE_EXHAUSTED", 500: "INTERNAL",
-                 503: "UNAVAILABLE"}
+                 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}
 _METADATA_KEYS = {"camel": ("firstIncompleteDate", "firstIncompleteHour"),
                   "snake": ("first_incomplete_date", "first_incomplete_hour")}
 
@@ -302,6 +302,8 @@ def fault_failure(kind: str, site: str) -> ApiFailure:
         return ApiFailure(500, "backendError", "Backend Error")
     if kind == "503":
         return ApiFailure(503, "backendError", "The service is currently unavailable.")
+    if kind == "504":
+        return ApiFailure(504, "backendError", "Deadline exceeded.")
     if kind == "403_permission":
         return ApiFailure(403, "forbidden", f"User does not have sufficient permission for site "
                           f"'{site}'. See also: https://support.google.com/webmasters/answer/"
@@ -313,3 +315,11 @@ def fault_failure(kind: str, site: str) -> ApiFailure:
         return unauthenticated()
     return ApiFailure(400, "badRequest", "Request contains an invalid argument.")
 
+
+BAD_GATEWAY_PAGE = (
+    '<!DOCTYPE html>\n<html lang=en>\n  <meta charset=utf-8>\n'
+    '  <title>Error 502 (Server Error)!!1</title>\n'
+    '  <p><b>502.</b> <ins>That\u2019s an error.</ins>\n'
+    '  <p>The server encountered a temporary error and could not complete your request.'
+    '<p>Please try again in 30 seconds.  <ins>That\u2019s all we know.</ins>\n')
+"""What Google's front end answers for a 502: an HTML page, not the API's JSON error envelope."""

@@ -10,8 +10,8 @@ from types import MappingProxyType
 from ..errors import ConfigError
 from .clock import as_pacific
 
-RATE_FAULTS = ("429", "403_quota", "403_rate", "500", "503", "reset", "truncate", "invalid_json",
-               "stall")
+RATE_FAULTS = ("429", "403_quota", "403_rate", "500", "502", "503", "504", "reset", "truncate",
+               "invalid_json", "stall")
 SCRIPT_ONLY_FAULTS = ("403_permission", "404", "401", "400")
 FAULT_KINDS = RATE_FAULTS + SCRIPT_ONLY_FAULTS
 MAX_ROW_LIMIT = 25_000

@@ -20,6 +20,7 @@ from aiohttp import web
 from ..errors import ConfigError
 from ..planner import earliest_day
 from .api import (
+    BAD_GATEWAY_PAGE,
     ApiFailure,
     Request,
     as_filter,
@@ -44,8 +45,9 @@ _DEFAULT_DIMENSIONS = ("date", "query", "page")
 @dataclass
 class RequestRecord:
     """One searchAnalytics query request as the server saw it (``token_id``, never the token);
-    ``day`` and ``end_day`` are its startDate and endDate; ``dimensions`` and ``filters`` what
-    it grouped and filtered by (a filter as ``(dimension, operator, expression)``)."""
+    ``day`` and ``end_day`` are its startDate and endDate, ``search_type`` its type;
+    ``dimensions`` and ``filters`` what it grouped and filtered by (a filter as ``(dimension,
+    operator, expression)``)."""
 
     arrived: float
     finished: float = 0.0
@@ -54,6 +56,7 @@ class RequestRecord:
     day: date | None = None
     end_day: date | None = None
     data_state: str | None = None
+    search_type: str | None = None
     start_row: int | None = None
     row_limit: int | None = None
     status: int | None = None
@@ -456,8 +459,9 @@ class Simulator:
                             ) -> web.StreamResponse:
         """Draw the fault, wait the latency (and a stall), then answer.
 
-        A reset or error-kind fault answers first; otherwise 401, 429 over quota, 403/404 for the
-        site, 400 for the body, else the page (cut by "truncate", replaced by "invalid_json").
+        A reset or error-kind fault answers first (a 502 is the front end's HTML page); otherwise
+        401, 429 over quota, 403/404 for the site, 400 for the body, else the page (cut by
+        "truncate", replaced by "invalid_json").
         """
         site = record.site
         record.token_id = self._token_id(request)
@@ -470,6 +474,10 @@ class Simulator:
             if request.transport is not None:
                 request.transport.abort()
             return web.Response()
+        if fault == "502":  # the front end answers, in HTML: the API never saw the request
+            record.status = 502
+            return web.Response(status=502, content_type="text/html", charset="UTF-8",
+                                text=BAD_GATEWAY_PAGE)
         if fault not in (None, "stall", "truncate", "invalid_json"):
             failure = fault_failure(fault, site)
             record.status = failure.status
@@ -516,6 +524,7 @@ class Simulator:
         # off the event loop: a long range can take seconds, and other requests must not wait
         rows, text, version = await asyncio.to_thread(self._page, site, query)
         record.day, record.end_day, record.data_state = query.start, query.end, query.data_state
+        record.search_type = query.search_type
         record.start_row, record.row_limit = query.start_row, query.row_limit
         record.dimensions = query.dimensions
         record.filters = tuple((f.dimension, f.operator, f.expression) for f in query.filters)
