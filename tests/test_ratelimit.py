@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from gsckit.ratelimit import SlidingWindowLimiter
+from gsckit.ratelimit import CATCH_UP_SLOTS, SlidingWindowLimiter
 
 Grant = tuple[float, int]
 
@@ -271,6 +271,33 @@ async def test_pacing_is_even_and_scales_with_batch_size() -> None:
     for (t0, u0), (t1, _) in itertools.pairwise(grants):
         assert t1 - t0 >= limiter.interval_s * u0 - 1e-9
     assert grants[-1][0] - grants[0][0] >= limiter.interval_s * (sum(sizes) - sizes[-1]) - 1e-6
+
+
+async def test_pacing_slots_missed_a_moment_ago_are_made_up_within_the_window() -> None:
+    """Workers that were all busy let pacing slots pass; those of the last quarter second are
+    made up at once (at most CATCH_UP_SLOTS), so a closed group of workers keeps the pace."""
+    vt = VirtualTime()
+    limiter = SlidingWindowLimiter(960, 60.0, clock=vt.clock, sleep=vt.sleep)
+    grants: list[float] = []
+
+    async def one() -> None:
+        await limiter.acquire(["cred:1"])
+        grants.append(vt.now)
+
+    vt.spawn(one())
+    await vt.advance(0.2)  # the slots at 0.0625, 0.125 and 0.1875 went unused
+    for _ in range(5):
+        vt.spawn(one())
+    await vt.run_all()
+    assert grants == pytest.approx([0.0, 0.2, 0.2, 0.2, 0.25, 0.3125])
+    await vt.advance(10.0)  # a long pause: only the last CATCH_UP_SLOTS are made up
+    grants.clear()
+    for _ in range(CATCH_UP_SLOTS + 3):
+        vt.spawn(one())
+    await vt.run_all()
+    now = grants[0]
+    assert grants.count(now) == CATCH_UP_SLOTS + 1
+    assert grants[CATCH_UP_SLOTS + 1:] == pytest.approx([now + 0.0625, now + 0.125])
 
 
 async def test_grants_follow_call_order_for_one_key() -> None:
