@@ -29,21 +29,19 @@ counted, the ledger checked against the rows, and the file opened again.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import random
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -55,7 +53,7 @@ import gsckit
 from gsckit import EngineConfig, RetryPolicy, Timeouts
 from gsckit.client import forget_shared_limiters
 from gsckit.parse import METRICS
-from gsckit.sim import RATE_FAULTS, Faults, SimConfig, Simulator
+from gsckit.sim import RATE_FAULTS, Faults, SimConfig, Simulator, SimulatorThread
 
 TOKEN = "soak-token"
 KILL_SITE = "sc-domain:soak.example"
@@ -63,39 +61,10 @@ FAULT_SITES = tuple(f"sc-domain:soak{n}.example" for n in range(1, 7))
 FAULT_TYPES = ("web", "image", "video")
 DIMENSIONS = ("date", "query", "page")
 WINDOW_S = 0.25
-T = TypeVar("T")
 
 
 # ---------------------------------------------------------------------------------------------
 # the simulator in a thread of this process (its request log and truths stay at hand)
-
-
-class ThreadSim:
-    """A :class:`Simulator` on its own event loop in a daemon thread."""
-
-    def __init__(self, config: SimConfig) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.sim = Simulator(config)
-        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self._thread.start()
-        self._call(self.sim.start())
-        self.base_url = self.sim.base_url
-
-    def _call(self, coro: Any) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(120)
-
-    def do(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run ``fn(*args)`` on the simulator's loop (its state is only touched there)."""
-        async def run() -> T:
-            return fn(*args)
-        result: T = self._call(run())
-        return result
-
-    def close(self) -> None:
-        self._call(self.sim.close())
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(10)
-        self.loop.close()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -148,7 +117,7 @@ def duplicate_keys(con: duckdb.DuckDBPyConnection) -> int:
     return int(dupes)
 
 
-def end_state(db: Path, sim: ThreadSim, slices: Sequence[tuple[str, str, date]]) -> EndState:
+def end_state(db: Path, sim: SimulatorThread, slices: Sequence[tuple[str, str, date]]) -> EndState:
     """Compare the whole table with the truth of ``slices``; check the ledger and the file."""
     wal_left = db.with_name(db.name + ".wal").exists()
     columns = ["site", "search_type", "date", "query", "page", *METRICS]
@@ -234,7 +203,8 @@ class _Audit:
         return "closing" if self.ended else "fetching and committing"
 
 
-def _launch(sim: ThreadSim, db: Path, audit: Path, days: Sequence[date]) -> subprocess.Popen[bytes]:
+def _launch(sim: SimulatorThread, db: Path, audit: Path, days: Sequence[date]
+            ) -> subprocess.Popen[bytes]:
     cmd = [sys.executable, "-m", "gsckit", "backfill", KILL_SITE, "--start", str(days[0]),
            "--end", str(days[-1]), "--db", str(db), "--base-url", sim.base_url,
            "--audit-log", str(audit), "--concurrency", "8", "--no-progress", "--json"]
@@ -264,7 +234,7 @@ def kill_campaign(workdir: Path, *, kills: int = 200, days: int = 300,
     db = workdir / "kills.duckdb"
     first, last = day_range(days)
     span = [first + timedelta(days=n) for n in range((last - first).days + 1)]
-    sim = ThreadSim(SimConfig(seed=seed, rows_per_day=rows_per_day, latency_s=latency_s,
+    sim = SimulatorThread(SimConfig(seed=seed, rows_per_day=rows_per_day, latency_s=latency_s,
                               all_final=True))
     phases: Counter[str] = Counter()
     fetched_before: set[date] = set()
@@ -419,7 +389,7 @@ def fault_campaign(workdir: Path, *, requests: int = 10_000, rate: float = 0.025
     config = EngineConfig(max_concurrency=16, qpm=1_200, qpm_window_s=WINDOW_S, retry=policy,
                           timeouts=Timeouts(total=20, connect=2, sock_read=2.0))
     faults = Faults(seed=seed, rates=rates, stall_s=3.0)
-    sim = ThreadSim(SimConfig(seed=seed, rows_per_day=rows_per_day, all_final=True,
+    sim = SimulatorThread(SimConfig(seed=seed, rows_per_day=rows_per_day, all_final=True,
                               faults=faults, window_s=1.0))
     workdir.mkdir(parents=True, exist_ok=True)
     db = workdir / "faults.duckdb"

@@ -3,8 +3,6 @@ that compare the DuckDB table with the simulator's ground truth."""
 
 from __future__ import annotations
 
-import asyncio
-import threading
 from collections.abc import AsyncIterator, Iterator, Sequence
 from datetime import date, timedelta
 from pathlib import Path
@@ -19,7 +17,7 @@ from gsckit.client import forget_shared_limiters
 from gsckit.parse import DIMENSION_COLUMNS as DIM_COLUMNS
 from gsckit.parse import METRICS as PARSE_METRICS
 from gsckit.planner import pacific_today
-from gsckit.sim import SimConfig, Simulator
+from gsckit.sim import SimConfig, Simulator, SimulatorThread
 
 from .oauth_helpers import rsa_keys  # noqa: F401 (the auth tests' session key fixture)
 
@@ -66,34 +64,8 @@ async def make_sim() -> AsyncIterator[Any]:
         await sim.close()
 
 
-class ThreadSim:
-    """A simulator on its own event loop in a thread, for CLI calls and subprocesses."""
-
-    def __init__(self, config: SimConfig) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.sim = Simulator(config)
-        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self._thread.start()
-        self.call(self.sim.start())
-        self.base_url = self.sim.base_url
-
-    def call(self, coro: Any) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(60)
-
-    def do(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        async def run() -> Any:
-            return fn(*args, **kwargs)
-
-        return self.call(run())
-
-    def stats(self) -> dict[str, Any]:
-        return self.do(self.sim.stats)
-
-    def close(self) -> None:
-        self.call(self.sim.close())
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(10)
-        self.loop.close()
+ThreadSim = SimulatorThread
+"""A simulator in a thread, for CLI calls and subprocesses (``gsckit.sim.SimulatorThread``)."""
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ from .config import FAULT_KINDS, RATE_FAULTS, SCRIPT_ONLY_FAULTS, Faults, SimCon
 from .keys import COUNTRIES, DEVICES, SEARCH_APPEARANCES
 from .model import Anomaly
 from .server import RequestRecord, Simulator, serve
+from .thread import SimulatorThread
 from .truth import Totals
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "RequestRecord",
     "SimConfig",
     "Simulator",
+    "SimulatorThread",
     "Totals",
     "serve",
 ]
