@@ -69,8 +69,9 @@ CREATE TABLE {ROWS} (
     ctr DOUBLE,
     position DOUBLE
 )"""
-_LEDGER_DDL = f"""
-CREATE TABLE {LEDGER} (
+# the ledger as version 2 made it (the step from version 1 builds it); version 3 added the day's
+# state: the marker Google sent, its newest final day when fetched, and whether it was re-checked
+_LEDGER_V2_COLUMNS = """
     slice_key VARCHAR PRIMARY KEY,
     site VARCHAR NOT NULL,
     search_type VARCHAR NOT NULL,
@@ -84,31 +85,15 @@ CREATE TABLE {LEDGER} (
     duplicates INTEGER NOT NULL,
     fetched_at TIMESTAMPTZ NOT NULL,
     run_id VARCHAR NOT NULL,
-    slice_id INTEGER NOT NULL,
+    slice_id INTEGER NOT NULL"""
+_LEDGER_V2_DDL = f"CREATE TABLE {LEDGER} ({_LEDGER_V2_COLUMNS}\n)"
+_LEDGER_DDL = f"""CREATE TABLE {LEDGER} ({_LEDGER_V2_COLUMNS},
     requested VARCHAR NOT NULL,
     first_incomplete VARCHAR,
     newest_final DATE,
     rechecked BOOLEAN NOT NULL
 )"""
 LEDGER_COLUMNS = 18
-# the ledger as version 2 made it (the step from version 1 builds it)
-_LEDGER_V2_DDL = f"""
-CREATE TABLE {LEDGER} (
-    slice_key VARCHAR PRIMARY KEY,
-    site VARCHAR NOT NULL,
-    search_type VARCHAR NOT NULL,
-    dimensions VARCHAR NOT NULL,
-    filters VARCHAR NOT NULL,
-    date DATE NOT NULL,
-    data_state VARCHAR NOT NULL,
-    rows BIGINT NOT NULL,
-    pages INTEGER NOT NULL,
-    requests INTEGER NOT NULL,
-    duplicates INTEGER NOT NULL,
-    fetched_at TIMESTAMPTZ NOT NULL,
-    run_id VARCHAR NOT NULL,
-    slice_id INTEGER NOT NULL
-)"""
 
 _VIEW_DDL = f"""
 CREATE VIEW {TABLE} AS
