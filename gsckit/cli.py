@@ -624,6 +624,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``gsckit`` command; returns the exit status."""
+    try:
+        code = _dispatch(argv)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # the reader stopped reading (``gsckit completeness | head``): the output it did not
+        # want goes nowhere, instead of a traceback at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+    return code
+
+
+def _dispatch(argv: Sequence[str] | None) -> int:
+    """Run one command and turn its errors into one line and an exit status."""
     with signals.sigterm_cancels(), _one_line_warnings():
         try:
             args = build_parser().parse_args(argv)

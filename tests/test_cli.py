@@ -569,3 +569,19 @@ def test_a_start_past_the_horizon_moves_with_one_warning_line(thread_sim, tmp_pa
     assert out.startswith("complete: 3 days committed")
     assert sim.stats()["requests"] == 3 + 1  # and the daily totals
     sim.do(assert_matches_truth, db, sim.sim, [oldest + timedelta(days=i) for i in range(3)])
+
+
+def test_a_reader_that_stops_reading_gets_no_traceback(thread_sim, tmp_path):
+    # `gsckit completeness --db D | head -1`: the pipe is closed before gsckit writes
+    sim = thread_sim(rows_per_day=50)
+    days = day_range(40, 30)
+    db = tmp_path / "gsc.duckdb"
+    assert gsckit_proc("backfill", SITE, "--start", days[0], "--end", days[-1], "--db", db,
+                       "--base-url", sim.base_url, "--no-progress").returncode == 0
+    with subprocess.Popen([sys.executable, "-m", "gsckit", "completeness", "--db", str(db)],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        proc.stdout.close()
+        err = proc.stderr.read().decode()
+        assert proc.wait(timeout=60) == 0
+    assert err == ""
